@@ -1,0 +1,1 @@
+module.exports = require('../../tsup.base.cjs')(['src/index.ts']);
