@@ -17,3 +17,8 @@ export {
 export type { HostTensor, TensorInfo, SafetensorsDtype, WritableTensor, WriteSafetensorsOptions } from './io/safetensors';
 export { Rng } from './rng/rng';
 export type { RngState } from './rng/rng';
+export { runProgram, parseCommandArgs, commandHelp, programHelp } from './cli/command';
+export type { Command, CommandContext, Program } from './cli/command';
+export { ProgressBar } from './cli/progress';
+export type { Progress, ProgressCallback } from './cli/progress';
+export { EXIT, exitCodeFor } from './cli/exitCodes';

@@ -1,0 +1,1 @@
+export { samplerProgram } from './program';

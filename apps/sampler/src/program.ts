@@ -1,0 +1,9 @@
+import { Command, Program } from '@aptp/core';
+import { envCommand } from './commands/env';
+
+/** The sampler's commands (route prompts to experts, generate, serve). */
+export const samplerProgram: Program = {
+  name: 'aptp-sampler',
+  summary: 'APTP sampler: route prompts to experts and generate images; HTTP server.',
+  commands: [envCommand as unknown as Command],
+};

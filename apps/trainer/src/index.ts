@@ -1,0 +1,1 @@
+export { trainerProgram } from './program';
