@@ -87,6 +87,15 @@ describe('safetensors', () => {
     tf.dispose(ts);
   });
 
+  it('keeps float64 host tensors as F64', () => {
+    const out = path.join(tmpDir(), 'd.safetensors');
+    const v = Float64Array.from([Math.PI, 1e-300, -2]);
+    writeSafetensors(out, { d: { dtype: 'float64', shape: [3], data: v } });
+    const back = readSafetensors(out).get('d')!;
+    expect(back.dtype).toBe('float64');
+    expect(Array.from(back.data as Float64Array)).toEqual(Array.from(v));
+  });
+
   it('rejects corrupt headers, wrong offsets and missing files with the file name', () => {
     const d = tmpDir();
     const bad = path.join(d, 'bad.safetensors');

@@ -252,7 +252,7 @@ export function loadSafetensors(file: string, names?: readonly string[]): Record
 export type WritableTensor = HostTensor | tf.Tensor;
 
 export interface WriteSafetensorsOptions {
-  /** Storage dtype for floating tensors (default F32). */
+  /** Storage dtype for floating tensors (default: F32, and F64 for float64 host tensors). */
   dtype?: 'F32' | 'F16';
   metadata?: Record<string, string>;
 }
@@ -283,6 +283,9 @@ export function encodeSafetensors(tensors: Record<string, WritableTensor>, optio
     } else if (t.dtype === 'int64') {
       dtype = 'I64';
       bytes = new Uint8Array(BigInt64Array.from(t.data as BigInt64Array).buffer);
+    } else if (t.dtype === 'float64' && options.dtype === undefined) {
+      dtype = 'F64';
+      bytes = new Uint8Array(Float64Array.from(t.data as Float64Array).buffer);
     } else if (options.dtype === 'F16') {
       dtype = 'F16';
       const h = new Uint16Array(n);
