@@ -1,1 +1,1 @@
-module.exports = require('../../tsup.base.cjs')(['src/index.ts']);
+module.exports = require('../../tsup.base.cjs')(['src/index.ts', 'src/main.ts']);
