@@ -77,3 +77,14 @@ export type { CaptureFn, CaptureKind, ForwardContext, LoadContext } from './bloc
 // Experts: pruned folders and shared-weight experts (APTP.md §6, §9).
 export { prunedWeightSource, expertConfig, SharedExperts, openSharedExperts, loadExpert } from './experts';
 export type { SharedExpertsOptions } from './experts';
+// ONNX export and the sampler engines (issue 10).
+export { exportUNetToOnnx, exportUNetFolder, readOnnxUNetInfo, ONNX_FILES } from './export/onnx';
+export type { OnnxExportOptions, ExportFolderOptions, ExportedUNet, OnnxUNetInfo, ExportDim } from './export/onnx';
+export { OrtUNetEngine } from './engines/ort';
+export type { OrtUNetEngineOptions } from './engines/ort';
+export { TfjsUNetEngine } from './engines/tfjs';
+export { combineGuidance } from './engines/engine';
+export type { UNetEngine, UNetStepInput, GuidedStepInput, HostArray } from './engines/engine';
+// Text conditioning: the TextConditioner interface and the weight-free synthetic-world encoder.
+export { HashedTextConditioner, hashedTextConditionerSchema, parseConditioningConfig, promptTokens, CONDITIONING_FILES } from './pipeline/conditioning';
+export type { TextConditioner, HashedTextConditionerConfig, HashedTextConditionerConfigInput } from './pipeline/conditioning';
