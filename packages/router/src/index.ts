@@ -1,0 +1,26 @@
+/** @aptp/router: prompt encoders, architecture predictor, codebook, Gumbel-sigmoid gates and routing (APTP.md §2). */
+export { ArchitecturePredictor } from './predictor';
+export type { ArchitecturePredictorOptions } from './predictor';
+export { ArchitectureCodebook } from './codebook';
+export { orthogonalMatrix } from './orthogonal';
+export { gumbelSigmoid, gumbelSigmoidDetailed, depthOrderMod, gumbelFromUniform, evalGumbelNoise, sampleGumbelNoise, stopGradient } from './gumbel';
+export type { GumbelSigmoidOptions, GumbelSigmoidResult } from './gumbel';
+export { torchUniformStream, TorchMt19937 } from './torchNoise';
+export { widthDepthNormalize, normalizeRows, cosineSimilarity } from './normalize';
+export { routingScores, sinkhornPlan, argmaxAssignment, selectCodes, balancedExpertAssignment } from './routing';
+export type { RoutingScores, SinkhornRoutingOptions, BalancedRoutingOptions } from './routing';
+export { PromptRouter, routeFromScores } from './router';
+export type { RouterTrainNoise, RouterPhase, RouterTrainOutputs, EvalNoise, RouteOptions, RouteResult } from './router';
+export { routerConfigSchema, parseRouterConfig, gumbelOptions, SD21_DEPTH_ORDER } from './config';
+export type { RouterConfig, RouterConfigInput } from './config';
+export { withoutGradient } from './gumbel';
+export { loadReferenceRouter, saveReferenceRouter, HYPERNET_FILES, QUANTIZER_FILES } from './io/reference';
+export type { LoadReferenceRouterOptions } from './io/reference';
+export { saveRouter, loadRouter, loadAptpRouter, modelLayout, ROUTER_FILES } from './io/aptpModel';
+export { encodeAsTensor } from './encoders/encoder';
+export type { PromptEncoder, EncodeOptions } from './encoders/encoder';
+export { SyntheticPromptEncoder } from './encoders/synthetic';
+export type { SyntheticEncoderOptions } from './encoders/synthetic';
+export { SentenceTransformerEncoder, loadSentenceTransformer, meanPool, SENTENCE_TRANSFORMER_FILES } from './encoders/sentenceTransformer';
+export type { SentenceTransformerOptions } from './encoders/sentenceTransformer';
+export { EmbeddingCache, CachedPromptEncoder, withEmbeddingCache } from './encoders/cache';
