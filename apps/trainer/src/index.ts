@@ -30,3 +30,27 @@ export { startRun, jsonDiffPaths } from './loop/startRun';
 export type { StartRunOptions, StartedRun } from './loop/startRun';
 export { checkpointingConfigSchema } from './loop/config';
 export type { CheckpointingConfig, CheckpointingConfigInput } from './loop/config';
+// Teacher stage (issue 7 item 1).
+export { teacherCommand } from './commands/teacher';
+export { runTeacher, teacherSchema, teacherModel, teacherRunConfig, writeTeacherFolder, samplingSchedulerJson, DEFAULT_TEACHER_UNET, TEACHER_FILES } from './stages/teacher';
+export type { TeacherArgs, TeacherModel, TeacherRunOptions, TeacherRunResult, WriteTeacherOptions } from './stages/teacher';
+export { teacherBatch, teacherLoss, teacherStep, updateEma } from './steps/teacherStep';
+export type { TeacherBatch, TeacherBatchOptions, TeacherStepContext } from './steps/teacherStep';
+export { createTrainableUNet, initUNetWeights } from './steps/trainableUNet';
+export type { TrainableUNet } from './steps/trainableUNet';
+// APTP stages: prune (router + codes), route, fine-tune experts (issue 7 items 2–4).
+export { pruneConfigSchema, finetuneConfigSchema, promptEncoderSchema, parsePruneConfig, parseFinetuneConfig, parseStageConfig, referenceDefaults, BASELINES, DEFAULT_TEACHER_DIR } from './config/reference';
+export type { PruneConfig, PruneConfigInput, FinetuneConfig, FinetuneConfigInput, PromptEncoderConfig, Baseline } from './config/reference';
+export { pruneStep, pruneStepGradients, disposePruneStepOutput, routerParams, blockKeys, diffusionWeights } from './steps/pruneStep';
+export type { PruneStepModel, PruneBatch, PruneStepOutput, PruneStepMetrics } from './steps/pruneStep';
+export { finetuneStep, finetuneStepGradients, createTrainableExpert } from './steps/finetuneStep';
+export type { FinetuneStepModel, FinetuneBatch, FinetuneLossWeights, TrainableExpert } from './steps/finetuneStep';
+export { runPrune, loadTeacher, createPromptEncoder, baselineRouterConfig, randomArchitecture, expertSummaries, readExperts, PRUNE_FILES } from './stages/prune';
+export type { Teacher, PruneStageOptions, PruneStageResult, ExpertSummary } from './stages/prune';
+export { runRoute, readRouting, readPruneRunConfig, datasetForSplit } from './stages/route';
+export type { RouteOptions, RoutingMapping } from './stages/route';
+export { runFinetune, subsetSource, FINETUNE_FILES } from './stages/finetune';
+export type { FinetuneStageOptions, FinetuneStageResult } from './stages/finetune';
+export { pruneCommand, pruneConfigFromArgs } from './commands/prune';
+export { routeCommand } from './commands/route';
+export { finetuneCommand, finetuneConfigFromArgs } from './commands/finetune';

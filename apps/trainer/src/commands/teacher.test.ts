@@ -1,0 +1,128 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Writable } from 'node:stream';
+import * as tf from '@tensorflow/tfjs-core';
+import { DDIMScheduler, readSchedulerConfigFile, runProgram } from '@aptp/core';
+import { HashedTextConditioner, loadUNet } from '@aptp/unet-gating';
+import { trainerProgram } from '../program';
+import { readMetrics } from '../runDir';
+import { DEFAULT_TEACHER_UNET, teacherSchema } from '../stages/teacher';
+import { TINY_TEACHER_UNET } from '../steps/__fixtures__/tinyTeacher';
+
+function sink(): { stream: Writable; text: () => string } {
+  let buf = '';
+  return { stream: new Writable({ write(c, _e, cb) { buf += c.toString(); cb(); } }), text: () => buf };
+}
+
+async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const o = sink();
+  const e = sink();
+  const code = await runProgram(trainerProgram, args, { out: o.stream, err: e.stream });
+  return { code, out: o.text(), err: e.text() };
+}
+
+const TINY = {
+  seed: 1,
+  batchSize: 2,
+  learningRate: 0.003,
+  lrScheduler: 'constant',
+  lrWarmupSteps: 0,
+  emaDecay: 0.9,
+  saveEvery: 1,
+  backend: 'wasm',
+  unet: TINY_TEACHER_UNET,
+  conditioning: { sequenceLength: 8 },
+  dataset: { imageSize: 16 },
+};
+
+describe('aptp-trainer teacher', () => {
+  let root: string;
+  beforeAll(() => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'teacher-cmd-'));
+  });
+  afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+
+  const writeConfig = (name: string, value: unknown): string => {
+    const file = path.join(root, name);
+    fs.writeFileSync(file, JSON.stringify(value));
+    return file;
+  };
+
+  it('--help lists the options with their defaults', async () => {
+    const r = await cli(['teacher', '--help']);
+    expect(r.code).toBe(0);
+    for (const flag of ['--steps', '--batch-size', '--resume', '--export', '--caption-dropout', '--snr-gamma', '--ema-decay', '--config']) expect(r.out).toContain(flag);
+    expect(r.out).toMatch(/--steps <n> +optimizer steps .*\(default: 2000\)/);
+  });
+
+  it('the committed config file is valid and describes the default UNet', () => {
+    const file = path.join(__dirname, '../../configs/teacher.synthetic.json');
+    const parsed = teacherSchema.parse(JSON.parse(fs.readFileSync(file, 'utf8')));
+    expect(parsed.unet).toEqual(DEFAULT_TEACHER_UNET);
+    expect(parsed.scheduler).toEqual(teacherSchema.parse({}).scheduler);
+  });
+
+  it('a config error names the field and exits 2 without creating a run folder', async () => {
+    const out = path.join(root, 'never');
+    const unknown = await cli(['teacher', '--config', writeConfig('unknown.json', { ...TINY, stepz: 3 }), '--out', out]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.err).toContain('stepz');
+    const badUnet = await cli(['teacher', '--config', writeConfig('bad-unet.json', { ...TINY, unet: { ...TINY_TEACHER_UNET, norm_num_groups: 3 } }), '--out', out]);
+    expect(badUnet.code).toBe(2);
+    expect(badUnet.err).toMatch(/unet: norm_num_groups: .*found 3/);
+    const badFlag = await cli(['teacher', '--config', writeConfig('ok.json', TINY), '--batch-size', '0', '--out', out]);
+    expect(badFlag.code).toBe(2);
+    expect(badFlag.err).toMatch(/batchSize|batch-size/);
+    const rgb = await cli(['teacher', '--config', writeConfig('latent.json', { ...TINY, unet: { ...TINY_TEACHER_UNET, in_channels: 4, out_channels: 4 } }), '--out', out]);
+    expect(rgb.code).toBe(2);
+    expect(rgb.err).toContain('unet.in_channels/out_channels');
+    expect(fs.existsSync(out)).toBe(false);
+  });
+
+  it('a 2-step run writes a loadable model folder (UNet, scheduler, conditioner, metrics, provenance)', async () => {
+    const out = path.join(root, 'run2');
+    const exportDir = path.join(root, 'teacher2');
+    const r = await cli(['teacher', '--config', writeConfig('tiny.json', TINY), '--steps', '2', '--out', out, '--export', exportDir]);
+    expect(r.err).not.toMatch(/Error/);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^teacher: completed at step 2\/2/);
+    expect(r.out).toContain(`teacher model folder: ${exportDir}`);
+    const unet = await loadUNet(path.join(exportDir, 'unet'));
+    const cond = HashedTextConditioner.load(exportDir);
+    expect(cond.dim).toBe(8);
+    const sched = DDIMScheduler.fromJson(readSchedulerConfigFile(path.join(exportDir, 'scheduler')).raw);
+    expect(sched.config.predictionType).toBe('v_prediction');
+    expect(sched.config.betaSchedule).toBe('squaredcos_cap_v2');
+    sched.setTimesteps(4);
+    expect(sched.timesteps).toEqual([999, 749, 499, 249]);
+    const c = cond.encodeSync(['a red circle', '']);
+    const y = tf.tidy(() => unet.forward({ sample: tf.zeros([2, 3, 16, 16]), timestep: 999, encoderHiddenStates: c }).sample);
+    expect(y.shape).toEqual([2, 3, 16, 16]);
+    expect(y.dataSync().every(Number.isFinite)).toBe(true);
+    tf.dispose([c, y]);
+    unet.dispose();
+    const prov = JSON.parse(fs.readFileSync(path.join(exportDir, 'provenance.json'), 'utf8'));
+    expect(prov).toMatchObject({ status: 'completed', stepsDone: 2, stepsPlanned: 2, seed: 1, backend: 'wasm', exportedWeights: 'EMA (decay 0.9)' });
+    expect(readMetrics(path.join(exportDir, 'metrics.jsonl')).map((m) => m.step)).toEqual([1, 2]);
+    expect(JSON.parse(fs.readFileSync(path.join(exportDir, 'unet/config.json'), 'utf8'))).toMatchObject({ _class_name: 'UNet2DConditionModel', block_out_channels: [8, 16] });
+  });
+
+  it('2 steps + --resume to 4 gives the same losses and the same exported weights as 4 straight steps', async () => {
+    const cfg = writeConfig('tiny4.json', TINY);
+    const straight = await cli(['teacher', '--config', cfg, '--steps', '4', '--out', path.join(root, 'straight'), '--export', path.join(root, 'straight-teacher')]);
+    expect(straight.code).toBe(0);
+    const part = await cli(['teacher', '--config', cfg, '--steps', '2', '--out', path.join(root, 'resumed')]);
+    expect(part.code).toBe(0);
+    const rest = await cli(['teacher', '--config', cfg, '--steps', '4', '--out', path.join(root, 'resumed'), '--resume', '--export', path.join(root, 'resumed-teacher')]);
+    expect(rest.code).toBe(0);
+    expect(rest.err).toContain('resuming from checkpoint-2 (step 2)');
+    const losses = (dir: string) => readMetrics(path.join(root, dir, 'metrics.jsonl')).map((m) => m.loss);
+    expect(losses('resumed')).toEqual(losses('straight'));
+    const a = fs.readFileSync(path.join(root, 'straight-teacher/unet/diffusion_pytorch_model.safetensors'));
+    const b = fs.readFileSync(path.join(root, 'resumed-teacher/unet/diffusion_pytorch_model.safetensors'));
+    expect(b.equals(a)).toBe(true);
+    const prov = JSON.parse(fs.readFileSync(path.join(root, 'resumed-teacher/provenance.json'), 'utf8'));
+    expect(prov.stepsDone).toBe(4);
+  });
+});

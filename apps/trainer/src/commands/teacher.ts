@@ -1,0 +1,40 @@
+import { Command, ProgressBar, describeBackend, initBackend } from '@aptp/core';
+import { startRun } from '../loop/startRun';
+import { formatSummary } from '../loop/runTraining';
+import { runTeacher, teacherModel, teacherRunConfig, teacherSchema } from '../stages/teacher';
+
+/**
+ * `aptp-trainer teacher`: trains the text-conditioned teacher UNet of the synthetic world (issue 7 item 1) and writes
+ * it as a model folder. The committed default teacher (apps/trainer/assets/teacher) is reproduced by
+ *   aptp-trainer teacher --config apps/trainer/configs/teacher.synthetic.json --export apps/trainer/assets/teacher
+ * Resumable (`--out <run> --resume`); SIGINT/SIGTERM save a checkpoint, write the folder of the weights so far, exit.
+ */
+export const teacherCommand: Command<typeof teacherSchema> = {
+  name: 'teacher',
+  summary: 'train the text-conditioned teacher UNet (pixel space, synthetic world) and write its model folder',
+  schema: teacherSchema,
+  async run(args, ctx) {
+    teacherModel(args); // validate the model config before touching the disk
+    const choice = await initBackend({ backend: args.backend });
+    ctx.err.write(`${describeBackend(choice)}\n`);
+    const { run, checkpoint, notes } = startRun({ name: 'teacher', out: args.out, resume: args.resume || undefined, config: teacherRunConfig(args) });
+    for (const n of notes) ctx.err.write(`${n}\n`);
+    const bar = new ProgressBar(ctx.err);
+    try {
+      const { summary, exportDir } = await runTeacher({
+        args,
+        run,
+        resume: checkpoint,
+        signal: ctx.signal,
+        onProgress: bar.update,
+        command: `aptp-trainer teacher ${process.argv.slice(3).join(' ')}`.trim(),
+        backendName: choice.name,
+      });
+      ctx.out.write(formatSummary(summary));
+      ctx.out.write(`teacher model folder: ${exportDir}\n`);
+      return 0;
+    } finally {
+      run.close();
+    }
+  },
+};

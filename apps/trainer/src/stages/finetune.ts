@@ -1,0 +1,152 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { ConfigError, InputError, readSafetensors, Rng, type HostTensor } from '@aptp/core';
+import { batchToTensor, createDataLoader, openSource, resolveTransform, type Batch, type DataLoader, type DataLoaderState, type IndexedSource, type Source } from '@aptp/datasets';
+import { aptpLayout, expertConfig, prunedArchitecture, pruneWeights, UNET_FILES, writePrunedUNet } from '@aptp/unet-gating';
+import type { LoadedCheckpoint } from '../checkpoint';
+import { optimizerSettings, type FinetuneConfig } from '../config/reference';
+import { runTraining, type StepMetrics, type TrainingProgress, type TrainingSummary } from '../loop/runTraining';
+import { variableTarget } from '../loop/trainingTarget';
+import { createAdamW, scaledLearningRate } from '../optim/config';
+import type { RunDir } from '../runDir';
+import { createTrainableExpert, finetuneStep, type FinetuneBatch, type FinetuneStepModel } from '../steps/finetuneStep';
+import { loadTeacher, readExperts } from './prune';
+import type { RoutingMapping } from './route';
+
+/**
+ * Expert fine-tuning (APTP.md §1.2 item 3, §1.5, §6): expert k's architecture = hard(embedding_gs[k]) of the prune
+ * run; its weights are **sliced from the teacher's** (load, then slice: §6.2, the intended semantics), and it is
+ * fine-tuned on the training rows routed to it (`route` mapping) with w_ddpm·L_ddpm + w_block·L_block +
+ * w_distill·L_distill against the full frozen teacher. The result is an expert folder (`<run>/unet/`, the pruned-folder
+ * format of @aptp/unet-gating, loadable with `loadExpert`).
+ *
+ * Randomness: sample b of step i draws its timestep and ε from `Rng.forKey(seed, 'finetune', k, i, <sample id>)`.
+ */
+
+export const FINETUNE_FILES = { unet: 'unet' } as const;
+
+/** Rows `indices` of an indexed source, as a source. */
+export function subsetSource<A>(source: Source<A>, indices: readonly number[], name: string): IndexedSource<A> {
+  if (source.kind !== 'indexed') throw new InputError('fine-tuning on routed rows needs an indexed data set', { field: 'data.dataset', expected: 'cc3m | coco2014 | coco30k | imageFolder | synthetic', found: source.name });
+  return { kind: 'indexed', name, length: indices.length, info: () => ({ ...source.info(), rows: indices.length }), get: (i: number) => source.get(indices[i]!) };
+}
+
+export interface FinetuneStageOptions {
+  config: FinetuneConfig;
+  /** The prune run folder (router/, experts.json). */
+  pruneRun: string;
+  routing: RoutingMapping;
+  expert: number;
+  run: RunDir;
+  checkpoint?: LoadedCheckpoint | null;
+  signal?: AbortSignal;
+  onProgress?: (p: TrainingProgress) => void;
+}
+
+export interface FinetuneStageResult {
+  summary: TrainingSummary;
+  /** The expert folder, written when the run completed. */
+  expertDir: string | null;
+  parameters: number;
+  rows: number;
+}
+
+export async function runFinetune(options: FinetuneStageOptions): Promise<FinetuneStageResult> {
+  const { config, run, expert: k, routing } = options;
+  const info = readExperts(options.pruneRun);
+  const code = info.experts[k];
+  if (!code) throw new ConfigError('no such expert', { field: 'expert', expected: `0..${info.experts.length - 1}`, found: k });
+  const indices = routing.expert.flatMap((e, i) => (e === k ? [i] : []));
+  if (indices.length === 0) throw new InputError('no training prompt is routed to this expert', { field: 'expert', found: k });
+  const teacher = await loadTeacher(config.model.pretrainedModelNameOrPath);
+  let student: ReturnType<typeof createTrainableExpert> | null = null;
+  try {
+    // 1. slice the teacher's weights for the expert's hard architecture (APTP.md §6.2)
+    const layout = aptpLayout(teacher.config);
+    const plan = prunedArchitecture(layout, code.archVector);
+    const unetDir = path.join(teacher.dir, 'unet');
+    const full = readSafetensors(path.join(unetDir, UNET_FILES.weights));
+    const sliced = pruneWeights(plan, full, path.join(unetDir, UNET_FILES.weights));
+    student = createTrainableExpert(expertConfig(teacher.config), sliced, `expert${k}_${Math.random().toString(36).slice(2, 8)}`);
+    const parameters = Object.values(student.params).reduce((a, v) => a + v.size, 0);
+    // 2. its prompts
+    const source = subsetSource(await openSource(routing.dataset), indices, `expert-${k}`);
+    const B = config.training.trainBatchSize;
+    const loader: DataLoader = createDataLoader(source, {
+      batchSize: B,
+      seed: config.data.loader.seed,
+      shuffle: config.data.loader.shuffle,
+      transform: resolveTransform({ ...config.data.loader, batchSize: B } as Parameters<typeof resolveTransform>[0]),
+      epochs: Infinity,
+      dropLast: config.data.loader.dropLast,
+      signal: options.signal,
+    });
+    const optim = config.training.optim;
+    const optimizer = createAdamW([{ name: 'unet', lr: scaledLearningRate(optim.unetLearningRate, optim.scaleLr, { batchSize: B }), params: student.params }], optimizerSettings(optim), { totalSteps: config.training.maxTrainSteps });
+    const target = variableTarget(student.params, {
+      optimizer,
+      hostState: () => ({ data: loader.state() }),
+      restoreHostState: (s) => loader.restore(s.data as DataLoaderState),
+    });
+    const l = config.training.losses;
+    const model: FinetuneStepModel = {
+      student: student.unet,
+      params: student.params,
+      teacher: teacher.unet,
+      scheduler: teacher.scheduler,
+      weights: { diffusion: l.diffusionLoss.weight, distillation: l.distillationLoss.weight, block: l.blockLoss.weight, snrGamma: l.diffusionLoss.snrGamma },
+    };
+    const T = teacher.scheduler.config.numTrainTimesteps;
+    const it: { current: AsyncIterator<Batch> | null } = { current: null };
+    try {
+      const summary = await runTraining({
+        label: `expert ${k}`,
+        steps: config.training.maxTrainSteps,
+        saveEvery: config.training.logging.checkpointingSteps,
+        keepLast: config.training.logging.checkpointsTotalLimit,
+        target,
+        run,
+        resume: options.checkpoint ?? null,
+        config: { ...config, expert: k, pruneRun: options.pruneRun },
+        signal: options.signal,
+        onProgress: options.onProgress,
+        progressKeys: ['diffusion', 'distillation'],
+        step: async (i): Promise<StepMetrics> => {
+          it.current ??= loader[Symbol.asyncIterator]();
+          const next = await it.current.next();
+          if (next.done) throw new InputError('the data loader ended before the last step', { field: 'data' });
+          const b = next.value;
+          const [n, C, H, W] = b.shape;
+          const timesteps = new Int32Array(n);
+          const noise = new Float32Array(n * C * H * W);
+          b.ids.forEach((id, j) => {
+            const r = Rng.forKey(config.seed, 'finetune', k, i, id);
+            timesteps[j] = Math.min(T - 1, Math.floor(r.nextDouble() * T));
+            noise.set(r.normal(C * H * W), j * C * H * W);
+          });
+          const batch: FinetuneBatch = { x0: batchToTensor(b), noise: tf.tensor4d(noise, [n, C, H, W]), timesteps, encoderHiddenStates: await teacher.conditioner.encode(b.captions) };
+          try {
+            const m = await finetuneStep(model, batch, optimizer);
+            return { ...m };
+          } finally {
+            tf.dispose([batch.x0, batch.noise, batch.encoderHiddenStates]);
+          }
+        },
+      });
+      let expertDir: string | null = null;
+      if (summary.status === 'completed') {
+        expertDir = run.file(FINETUNE_FILES.unet);
+        const baseJson = JSON.parse(fs.readFileSync(path.join(unetDir, UNET_FILES.config), 'utf8')) as Record<string, unknown>;
+        writePrunedUNet(expertDir, { baseJson, baseConfig: teacher.config, plan, weights: student.diffusersWeights() as Record<string, HostTensor> });
+      }
+      return { summary, expertDir, parameters, rows: indices.length };
+    } finally {
+      optimizer.dispose();
+      await it.current?.return?.(undefined);
+    }
+  } finally {
+    student?.dispose();
+    await teacher.dispose();
+  }
+}

@@ -1,0 +1,282 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { z } from 'zod';
+import {
+  ConfigError,
+  DDPMScheduler,
+  resolveSchedulerConfig,
+  schedulerConfigToJson,
+  writeJsonAtomic,
+  writeSafetensors,
+  type HostTensor,
+} from '@aptp/core';
+import { SyntheticWorld } from '@aptp/datasets';
+import { HashedTextConditioner, UNET_FILES, parseUNetConfig, type UNetConfig } from '@aptp/unet-gating';
+import { createAdamW } from '../optim/config';
+import { LR_SCHEDULERS } from '../optim/lrSchedule';
+import { readMetrics, type RunDir } from '../runDir';
+import type { LoadedCheckpoint } from '../checkpoint';
+import { runTraining, type TrainingProgress, type TrainingSummary } from '../loop/runTraining';
+import { variableTarget } from '../loop/trainingTarget';
+import { createTrainableUNet, initUNetWeights } from '../steps/trainableUNet';
+import { teacherStep } from '../steps/teacherStep';
+
+/**
+ * The teacher stage (issue 7 item 1): trains a text-conditioned UNet from scratch with the denoising loss on the
+ * synthetic world and writes it as a diffusers-style model folder:
+ *
+ *   unet/config.json, unet/diffusion_pytorch_model.safetensors   (the EMA weights, stored as float16: < 3 MB)
+ *   scheduler/scheduler_config.json                               (sampling: DDIM, same noise schedule)
+ *   conditioning/config.json                                      (the weight-free HashedTextConditioner)
+ *   model_index.json, metrics.jsonl (the training's), provenance.json
+ *
+ * Default model (measured on this 2-core machine under load, wasm, batch 8: ≈5 s per step with attention only at
+ * 8×8, ≈7 s with attention at 16×16 too, and the 32×32 attention of a CrossAttnDownBlock2D first block does not fit
+ * the budget at all): a pixel-space 3-channel UNet in the SD 2.x family with 3 levels (32, 16, 8 px; 16/32/64
+ * channels), `DownBlock2D, DownBlock2D, CrossAttnDownBlock2D` + `UNetMidBlock2DCrossAttn` + `CrossAttnUpBlock2D,
+ * UpBlock2D, UpBlock2D`, 2 ResNets per down block (3 per up block) so APTP's half-gated depth gates apply, linear
+ * projections, GEGLU feed-forward, `gated_ff` with 16 feed-forward groups. v-prediction on a cosine noise schedule
+ * (suited to small pixel images: squaredcos_cap_v2), min-SNR-γ = 5, 10% empty captions for classifier-free guidance.
+ */
+export const DEFAULT_TEACHER_UNET = {
+  _class_name: 'UNet2DConditionModel',
+  sample_size: 32,
+  in_channels: 3,
+  out_channels: 3,
+  block_out_channels: [16, 32, 64],
+  down_block_types: ['DownBlock2D', 'DownBlock2D', 'CrossAttnDownBlock2D'],
+  mid_block_type: 'UNetMidBlock2DCrossAttn',
+  up_block_types: ['CrossAttnUpBlock2D', 'UpBlock2D', 'UpBlock2D'],
+  layers_per_block: 2,
+  attention_head_dim: [1, 2, 2],
+  cross_attention_dim: 64,
+  norm_num_groups: 8,
+  use_linear_projection: true,
+  flip_sin_to_cos: true,
+  freq_shift: 0,
+  gated_ff: true,
+  ff_gate_width: 16,
+} as const;
+
+const schedulerSchema = z.strictObject({
+  numTrainTimesteps: z.number().int().min(2).default(1000).describe('num_train_timesteps T'),
+  betaSchedule: z.enum(['linear', 'scaled_linear', 'squaredcos_cap_v2']).default('squaredcos_cap_v2').describe('beta_schedule (cosine suits pixel space)'),
+  betaStart: z.number().gt(0).lt(1).default(0.0001).describe('beta_start (linear schedules)'),
+  betaEnd: z.number().gt(0).lt(1).default(0.02).describe('beta_end (linear schedules)'),
+  predictionType: z.enum(['epsilon', 'v_prediction']).default('v_prediction').describe('prediction_type'),
+});
+
+const conditioningSchema = z.strictObject({
+  seed: z.number().int().min(0).default(0).describe('seed of the hashed word vectors'),
+  sequenceLength: z.number().int().min(2).default(24).describe('S: tokens per prompt'),
+  positionScale: z.number().min(0).default(0.5).describe('weight of the position encoding'),
+});
+
+const datasetSchema = z.strictObject({
+  seed: z.number().int().min(0).default(0).describe('synthetic world seed'),
+  imageSize: z.number().int().min(8).default(32).describe('image side in pixels'),
+  validationFraction: z.number().gt(0).lt(1).default(0.1).describe('share of prompts held out (never trained on)'),
+});
+
+const num = () => z.coerce.number();
+
+/** Options of `aptp-trainer teacher` (defaults < --config < flags). */
+export const teacherSchema = z.strictObject({
+  out: z.string().optional().describe('run folder (default runs/teacher-<time>); with --resume, the run to continue'),
+  resume: z.boolean().default(false).describe('continue the run in --out from its latest checkpoint'),
+  export: z.string().optional().describe('folder to write the trained teacher into (default <run folder>/teacher)'),
+  seed: num().pipe(z.number().int().min(0)).default(0).describe('seed of the weight init, noise, timesteps and caption dropout'),
+  steps: num().pipe(z.number().int().min(1)).default(2000).describe('optimizer steps (each on new samples)'),
+  batchSize: num().pipe(z.number().int().min(1)).default(8).describe('samples per step'),
+  learningRate: num().pipe(z.number().positive()).default(1e-3).describe('AdamW learning rate'),
+  lrScheduler: z.enum(LR_SCHEDULERS).default('constant_with_warmup').describe('learning-rate schedule'),
+  lrWarmupSteps: num().pipe(z.number().int().min(0)).default(100).describe('linear warm-up steps'),
+  adamWeightDecay: num().pipe(z.number().min(0)).default(0).describe('AdamW decoupled weight decay'),
+  maxGradNorm: num().pipe(z.number().positive()).default(1).describe('clip the total gradient norm'),
+  emaDecay: num().pipe(z.number().min(0).lt(1)).default(0.995).describe('EMA of the weights (exported); 0 = off'),
+  captionDropout: num().pipe(z.number().min(0).max(1)).default(0.1).describe('share of empty captions (classifier-free guidance)'),
+  snrGamma: num().pipe(z.number().positive()).nullable().default(5).describe('min-SNR-γ weighting (APTP.md §5.1); null = plain MSE'),
+  saveEvery: num().pipe(z.number().int().min(0)).default(50).describe('checkpoint every N steps'),
+  backend: z.string().optional().describe('tensor backend: wasm | cpu | tfjs-node (env APTP_BACKEND)'),
+  unet: z.record(z.string(), z.unknown()).default({ ...DEFAULT_TEACHER_UNET }).describe('diffusers UNet config.json (snake_case; config file only)'),
+  scheduler: schedulerSchema.default(schedulerSchema.parse({})).describe('training noise schedule (config file only)'),
+  conditioning: conditioningSchema.default(conditioningSchema.parse({})).describe('HashedTextConditioner (config file only)'),
+  dataset: datasetSchema.default(datasetSchema.parse({})).describe('synthetic world (config file only)'),
+});
+export type TeacherArgs = z.output<typeof teacherSchema>;
+
+/** The parts of the options that define the trained model and its data (saved in config.json and checkpoints). */
+export function teacherRunConfig(args: TeacherArgs): Record<string, unknown> {
+  const { out: _o, resume: _r, export: _e, backend: _b, ...rest } = args;
+  return rest;
+}
+
+export interface TeacherModel {
+  unetConfig: UNetConfig;
+  conditioner: HashedTextConditioner;
+  scheduler: DDPMScheduler;
+}
+
+/** Validates the model parts of the options (errors name the field) and builds config, conditioner and schedule. */
+export function teacherModel(args: TeacherArgs): TeacherModel {
+  // errors read `--config unet: <field>: …` (parseUNetConfig names the diffusers field)
+  const unetConfig: UNetConfig = parseUNetConfig(args.unet, 'unet');
+  if (unetConfig.inChannels !== 3 || unetConfig.outChannels !== 3) {
+    throw new ConfigError('the teacher is pixel-space RGB', { field: 'unet.in_channels/out_channels', expected: 3, found: `${unetConfig.inChannels}/${unetConfig.outChannels}` });
+  }
+  const levels = 2 ** (unetConfig.blockOutChannels.length - 1);
+  if (args.dataset.imageSize % levels !== 0) {
+    throw new ConfigError('image size must be divisible by 2^(down blocks − 1)', { field: 'dataset.imageSize', expected: `a multiple of ${levels}`, found: args.dataset.imageSize });
+  }
+  const conditioner = new HashedTextConditioner({ ...args.conditioning, dim: unetConfig.crossAttentionDim });
+  const scheduler = new DDPMScheduler({ ...args.scheduler, clipSample: false });
+  return { unetConfig, conditioner, scheduler };
+}
+
+/** The sampling scheduler written next to the teacher: DDIM on the training schedule, trailing spacing, x̂0 clipped. */
+export function samplingSchedulerJson(args: TeacherArgs): Record<string, unknown> {
+  const cfg = resolveSchedulerConfig('DDIMScheduler', { ...args.scheduler, timestepSpacing: 'trailing', stepsOffset: 0, clipSample: true, setAlphaToOne: false });
+  return schedulerConfigToJson('DDIMScheduler', cfg);
+}
+
+export interface TeacherRunOptions {
+  args: TeacherArgs;
+  run: RunDir;
+  resume: LoadedCheckpoint | null;
+  signal?: AbortSignal;
+  onProgress?: (p: TrainingProgress) => void;
+  /** The command line, for provenance. */
+  command?: string;
+  backendName?: string;
+}
+
+export interface TeacherRunResult {
+  summary: TrainingSummary;
+  /** The model folder written. */
+  exportDir: string;
+}
+
+/** Trains (or continues) the teacher in `run` and writes the model folder. */
+export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRunResult> {
+  const { args, run } = options;
+  const model = teacherModel(args);
+  const world = new SyntheticWorld({ seed: args.dataset.seed, imageSize: args.dataset.imageSize, validationFraction: args.dataset.validationFraction });
+  const init = initUNetWeights(model.unetConfig, args.seed, { zeroOut: true });
+  const trainable = createTrainableUNet(model.unetConfig, init, 'teacher');
+  const params = trainable.params;
+  const ema: Record<string, tf.Variable> | null =
+    args.emaDecay > 0 ? Object.fromEntries(Object.entries(params).map(([k, v]) => [k, tf.variable(v.clone(), false, `${v.name}/ema`)])) : null;
+  const optimizer = createAdamW([{ name: 'unet', lr: args.learningRate, params }], {
+    lrScheduler: args.lrScheduler,
+    lrWarmupSteps: args.lrWarmupSteps,
+    adamWeightDecay: args.adamWeightDecay,
+    maxGradNorm: args.maxGradNorm,
+    scaleLr: false,
+  }, { totalSteps: args.steps });
+  const saved: Record<string, tf.Variable> = { ...params };
+  if (ema) for (const [k, v] of Object.entries(ema)) saved[`ema/${k}`] = v;
+  const target = variableTarget(saved, { optimizer });
+  const batchOptions = { seed: args.seed, batchSize: args.batchSize, captionDropout: args.captionDropout, numTrainTimesteps: args.scheduler.numTrainTimesteps };
+  const stepCtx = { unet: trainable.unet, params, ema, emaDecay: args.emaDecay, optimizer, scheduler: model.scheduler, conditioner: model.conditioner, snrGamma: args.snrGamma };
+  try {
+    const summary = await runTraining({
+      label: 'teacher',
+      steps: args.steps,
+      saveEvery: args.saveEvery,
+      step: (k) => teacherStep(stepCtx, world, batchOptions, k),
+      target,
+      run,
+      resume: options.resume,
+      config: teacherRunConfig(args),
+      signal: options.signal,
+      onProgress: options.onProgress,
+      progressKeys: [],
+    });
+    const exportDir = args.export ?? path.join(run.dir, 'teacher');
+    writeTeacherFolder(exportDir, {
+      args,
+      model,
+      weights: trainable.diffusersWeights(ema ?? params),
+      metricsFile: run.metricsFile,
+      provenance: {
+        command: options.command ?? null,
+        backend: options.backendName ?? tf.getBackend(),
+        status: summary.status,
+        stepsDone: summary.endStep,
+        stepsPlanned: args.steps,
+        runDir: run.dir,
+      },
+    });
+    return { summary, exportDir };
+  } finally {
+    optimizer.dispose();
+    if (ema) tf.dispose(Object.values(ema));
+    trainable.dispose();
+  }
+}
+
+export const TEACHER_FILES = {
+  unetDir: 'unet',
+  scheduler: 'scheduler/scheduler_config.json',
+  modelIndex: 'model_index.json',
+  metrics: 'metrics.jsonl',
+  provenance: 'provenance.json',
+} as const;
+
+export interface WriteTeacherOptions {
+  args: TeacherArgs;
+  model: TeacherModel;
+  weights: Map<string, HostTensor>;
+  /** The run's metrics.jsonl (copied). */
+  metricsFile?: string;
+  provenance: Record<string, unknown>;
+}
+
+/** Total training wall time over all invocations of a run (elapsedSec restarts at each resume). */
+export function trainingSeconds(records: Record<string, unknown>[]): number {
+  let total = 0;
+  let prev = 0;
+  for (const r of records) {
+    const e = typeof r.elapsedSec === 'number' ? r.elapsedSec : prev;
+    if (e < prev) total += prev;
+    prev = e;
+  }
+  return total + prev;
+}
+
+/** Writes the diffusers-style teacher folder (see the stage comment). */
+export function writeTeacherFolder(dir: string, o: WriteTeacherOptions): void {
+  const unetDir = path.join(dir, TEACHER_FILES.unetDir);
+  fs.mkdirSync(unetDir, { recursive: true });
+  fs.mkdirSync(path.join(dir, 'scheduler'), { recursive: true });
+  const unetJson = { _class_name: 'UNet2DConditionModel', _diffusers_version: '0.31.0', ...o.args.unet };
+  writeJsonAtomic(path.join(unetDir, UNET_FILES.config), unetJson);
+  writeSafetensors(path.join(unetDir, UNET_FILES.weights), Object.fromEntries(o.weights), { dtype: 'F16', metadata: { format: 'pt' } });
+  writeJsonAtomic(path.join(dir, TEACHER_FILES.scheduler), samplingSchedulerJson(o.args));
+  o.model.conditioner.save(dir);
+  writeJsonAtomic(path.join(dir, TEACHER_FILES.modelIndex), {
+    _class_name: 'AptpPixelTextToImage',
+    _note: 'pixel-space teacher of the synthetic world: no VAE; the UNet output is the image in [-1, 1]',
+    unet: ['diffusers', 'UNet2DConditionModel'],
+    scheduler: ['diffusers', 'DDIMScheduler'],
+    conditioning: ['aptp', 'HashedTextConditioner'],
+  });
+  let records: Record<string, unknown>[] = [];
+  if (o.metricsFile && fs.existsSync(o.metricsFile)) {
+    fs.copyFileSync(o.metricsFile, path.join(dir, TEACHER_FILES.metrics));
+    records = readMetrics(o.metricsFile);
+  }
+  const last = records.slice(-50).map((r) => r.loss).filter((v): v is number => typeof v === 'number');
+  writeJsonAtomic(path.join(dir, TEACHER_FILES.provenance), {
+    what: 'teacher UNet of the synthetic world (aptp-trainer teacher)',
+    date: new Date().toISOString(),
+    ...o.provenance,
+    seed: o.args.seed,
+    trainingSeconds: Number(trainingSeconds(records).toFixed(1)),
+    lossLast50Mean: last.length ? Number((last.reduce((a, b) => a + b, 0) / last.length).toFixed(5)) : null,
+    exportedWeights: o.args.emaDecay > 0 ? `EMA (decay ${o.args.emaDecay})` : 'raw',
+    node: process.versions.node,
+    config: teacherRunConfig(o.args),
+  });
+}

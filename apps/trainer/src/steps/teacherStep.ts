@@ -1,0 +1,117 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { Rng, type DDPMScheduler } from '@aptp/core';
+import type { SyntheticWorld } from '@aptp/datasets';
+import { diffusionLoss, minSnrWeights, type PredictionType } from '@aptp/losses';
+import type { HashedTextConditioner, UNet2DConditionModel } from '@aptp/unet-gating';
+import type { AdamW } from '../optim/adamW';
+import { namedGrads } from '../optim/adamW';
+
+/**
+ * One teacher training step (issue 7 item 1; the denoising loss of APTP.md §5.1 on a text-conditioned UNet):
+ *
+ *   1. batch: rows k·B … k·B+B−1 of the train split (k = completed steps; every row is new), images → [−1, 1];
+ *      with probability `captionDropout` a caption is replaced by "" (classifier-free guidance training);
+ *   2. per row r: t_r ~ U{0, …, T−1} and ε_r ~ N(0, I) from `Rng.forKey(seed, 'teacher', r)` (keyed per sample:
+ *      independent of batch size and backend, and a resumed run sees the same numbers without any RNG state);
+ *   3. x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε;  target = v = √ᾱ_t·ε − √(1−ᾱ_t)·x_0 (or ε);
+ *   4. L = mean_r w_r · mean (UNet(x_t, t, c) − target)² with min-SNR-γ weights w_r;
+ *   5. AdamW step; then the EMA of the weights: θ̄ ← d·θ̄ + (1−d)·θ, d = min(emaDecay, (1+k)/(10+k)).
+ */
+export interface TeacherBatch {
+  /** Clean images `[B, 3, H, W]` in [−1, 1]. */
+  x0: tf.Tensor4D;
+  /** Noise `[B, 3, H, W]`. */
+  noise: tf.Tensor4D;
+  /** Timesteps `[B]`. */
+  timesteps: Int32Array;
+  /** Prompts as fed to the conditioner (after dropout). */
+  prompts: string[];
+  /** Data rows used. */
+  rows: number[];
+}
+
+export interface TeacherBatchOptions {
+  seed: number;
+  batchSize: number;
+  captionDropout: number;
+  numTrainTimesteps: number;
+}
+
+/** The batch of step k (steps 1–2). Pure function of (world, options, k). */
+export function teacherBatch(world: SyntheticWorld, options: TeacherBatchOptions, k: number): TeacherBatch {
+  const { batchSize: B, seed } = options;
+  const rows = Array.from({ length: B }, (_, b) => k * B + b);
+  const first = world.sample('train', rows[0]!);
+  const H = first.image.height;
+  const W = first.image.width;
+  const hw = H * W;
+  const x0 = new Float32Array(B * 3 * hw);
+  const noise = new Float32Array(B * 3 * hw);
+  const timesteps = new Int32Array(B);
+  const prompts: string[] = [];
+  rows.forEach((row, b) => {
+    const s = b === 0 ? first : world.sample('train', row);
+    const px = s.image.data; // [H, W, 3] uint8
+    for (let p = 0; p < hw; p++) for (let c = 0; c < 3; c++) x0[(b * 3 + c) * hw + p] = px[p * 3 + c]! / 127.5 - 1;
+    const rng = Rng.forKey(seed, 'teacher', row);
+    timesteps[b] = rng.nextInt(options.numTrainTimesteps);
+    prompts.push(rng.nextDouble() < options.captionDropout ? '' : s.caption);
+    noise.set(rng.normal(3 * hw), b * 3 * hw);
+  });
+  return { x0: tf.tensor4d(x0, [B, 3, H, W]), noise: tf.tensor4d(noise, [B, 3, H, W]), timesteps, prompts, rows };
+}
+
+export interface TeacherStepContext {
+  unet: UNet2DConditionModel<tf.Tensor>;
+  params: Record<string, tf.Variable>;
+  ema: Record<string, tf.Variable> | null;
+  emaDecay: number;
+  optimizer: AdamW;
+  scheduler: DDPMScheduler;
+  conditioner: HashedTextConditioner;
+  snrGamma: number | null;
+}
+
+/** The loss of a batch (steps 3–4), differentiable in the UNet's variables. */
+export function teacherLoss(ctx: Pick<TeacherStepContext, 'unet' | 'scheduler' | 'snrGamma'>, batch: TeacherBatch, context: tf.Tensor3D): tf.Scalar {
+  const { unet, scheduler } = ctx;
+  return tf.tidy(() => {
+    const t = tf.tensor1d(batch.timesteps, 'int32');
+    const noisy = scheduler.addNoise(batch.x0, batch.noise, batch.timesteps);
+    const target = scheduler.getTarget(batch.x0, batch.noise, batch.timesteps);
+    const pred = unet.forward({ sample: noisy, timestep: t, encoderHiddenStates: context }).sample;
+    const type = scheduler.config.predictionType as PredictionType;
+    const weights = ctx.snrGamma === null ? undefined : minSnrWeights(scheduler.snrValues(batch.timesteps), ctx.snrGamma, type);
+    return diffusionLoss(pred, target, weights);
+  });
+}
+
+/** Updates the EMA variables (step 5) after `k` completed optimizer steps. */
+export function updateEma(ema: Record<string, tf.Variable>, params: Record<string, tf.Variable>, maxDecay: number, k: number): number {
+  const d = Math.min(maxDecay, (1 + k) / (10 + k));
+  tf.tidy(() => {
+    for (const [name, e] of Object.entries(ema)) e.assign(tf.add(tf.mul(e, d), tf.mul(params[name]!, 1 - d)));
+  });
+  return d;
+}
+
+/** Steps 1–5 for step k; returns the loss (read at the step boundary). */
+export function teacherStep(ctx: TeacherStepContext, world: SyntheticWorld, options: TeacherBatchOptions, k: number): { loss: number; meanTimestep: number; numTensors: number } {
+  const batch = teacherBatch(world, options, k);
+  const context = ctx.conditioner.encodeSync(batch.prompts);
+  try {
+    const { value, grads } = namedGrads(() => teacherLoss(ctx, batch, context), ctx.params);
+    const loss = value.dataSync()[0]!;
+    try {
+      if (Number.isFinite(loss)) ctx.optimizer.step(grads);
+    } finally {
+      tf.dispose([value, ...Object.values(grads)]);
+    }
+    if (Number.isFinite(loss) && ctx.ema) updateEma(ctx.ema, ctx.params, ctx.emaDecay, k);
+    const meanTimestep = batch.timesteps.reduce((a, b) => a + b, 0) / batch.timesteps.length;
+    tf.dispose([batch.x0, batch.noise, context]);
+    return { loss, meanTimestep, numTensors: tf.memory().numTensors };
+  } finally {
+    tf.dispose([batch.x0, batch.noise, context]);
+  }
+}
