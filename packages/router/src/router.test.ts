@@ -5,6 +5,7 @@ import { gumbelOptions } from './config';
 import { gumbelSigmoid, gumbelSigmoidDetailed, sampleGumbelNoise } from './gumbel';
 import { widthDepthNormalize } from './normalize';
 import { PromptRouter } from './router';
+import { oneHotRows } from './routing';
 import { tinyLayout } from './testLayout';
 
 const OPTS = { temperature: 0.4, base: 3, nonZeroWidth: true, depthOrder: [-1, -2, 0, 1, -3, -4, 2, 3, -5, -6, 4, 5, -7, 6] };
@@ -178,3 +179,14 @@ describeBackends('router Gumbel-sigmoid gradient', () => {
     tf.dispose([logits, noise, c]);
   });
 }, ['cpu']);
+
+describe('oneHotRows', () => {
+  it('builds one-hot rows for any K, including a single code', () => {
+    const one = oneHotRows(tf.tensor1d([0, 0, 0], 'int32'), 1);
+    expect(one.shape).toEqual([3, 1]);
+    expect(Array.from(one.dataSync())).toEqual([1, 1, 1]);
+    const three = oneHotRows(tf.tensor1d([2, 0], 'int32'), 3);
+    expect(Array.from(three.dataSync())).toEqual([0, 0, 1, 1, 0, 0]);
+    tf.dispose([one, three]);
+  });
+});

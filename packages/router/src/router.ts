@@ -7,7 +7,7 @@ import { RouterConfig, RouterConfigInput, gumbelOptions, parseRouterConfig } fro
 import { depthOrderMod, evalGumbelNoise, gumbelSigmoid, withoutGradient } from './gumbel';
 import { widthDepthNormalize } from './normalize';
 import { ArchitecturePredictor } from './predictor';
-import { BalancedRoutingOptions, argmaxAssignment, balancedExpertAssignment, routingScores, selectCodes, sinkhornPlan } from './routing';
+import { BalancedRoutingOptions, argmaxAssignment, balancedExpertAssignment, oneHotRows, routingScores, selectCodes, sinkhornPlan } from './routing';
 
 /**
  * The APTP prompt router (APTP.md §2): architecture predictor + architecture codebook + Gumbel-sigmoid + routing,
@@ -158,7 +158,7 @@ export class PromptRouter {
         const plan = this.config.optimalTransport
           ? sinkhornPlan(rs.scores, { epsilon: this.config.sinkhornEpsilon, iterations: this.config.sinkhornIterations })
           : tf.clone(rs.scores);
-        return tf.concat([a, rs.scores, plan, tf.cast(tf.oneHot(argmaxAssignment(plan), K), 'float32')], 1); // [B, L + 3K]
+        return tf.concat([a, rs.scores, plan, oneHotRows(argmaxAssignment(plan), K)], 1); // [B, L + 3K]
       });
       const assignmentGates = tf.slice(packed, [0, 0], [B, L]) as tf.Tensor2D;
       const assignmentScores = tf.slice(packed, [0, L], [B, K]) as tf.Tensor2D;

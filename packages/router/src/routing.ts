@@ -49,13 +49,21 @@ export function argmaxAssignment(m: tf.Tensor2D): tf.Tensor1D {
 }
 
 /**
+ * One-hot rows `[B, K]` (float32) of integer indices; unlike `tf.oneHot` it accepts K = 1 (the single-architecture
+ * and random baselines route everything to one code). Not differentiable (indices carry no gradient).
+ */
+export function oneHotRows(indices: tf.Tensor1D, K: number): tf.Tensor2D {
+  return tf.tidy(() => tf.cast(tf.equal(tf.expandDims(tf.cast(indices, 'int32'), 1), tf.range(0, K, 1, 'int32')), 'float32') as tf.Tensor2D);
+}
+
+/**
  * The codes of an assignment: `codes[assignment]` `[B, L]`, as a one-hot matmul so the gradient reaches the codes on
  * every backend (tfjs `gather` has no wasm gradient, STACK.md §2).
  */
 export function selectCodes(codes: tf.Tensor2D, assignment: tf.Tensor1D): tf.Tensor2D {
   const K = codes.shape[0];
   if (assignment.rank !== 1) throw new ShapeError('assignment must be 1-D', { field: 'assignment', expected: '[B]', found: assignment.shape });
-  return tf.tidy(() => tf.matMul(tf.oneHot(tf.cast(assignment, 'int32'), K), codes) as tf.Tensor2D);
+  return tf.tidy(() => tf.matMul(oneHotRows(assignment, K), codes) as tf.Tensor2D);
 }
 
 export interface BalancedRoutingOptions {
