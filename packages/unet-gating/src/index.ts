@@ -88,3 +88,23 @@ export type { UNetEngine, UNetStepInput, GuidedStepInput, HostArray } from './en
 // Text conditioning: the TextConditioner interface and the weight-free synthetic-world encoder.
 export { HashedTextConditioner, hashedTextConditionerSchema, parseConditioningConfig, promptTokens, CONDITIONING_FILES } from './pipeline/conditioning';
 export type { TextConditioner, HashedTextConditionerConfig, HashedTextConditionerConfigInput } from './pipeline/conditioning';
+// Text-to-image pipeline: CFG sampling loop, CLIP text encoder and VAE decoder in ONNX (APTP.md §9, §11).
+export {
+  TextToImagePipeline,
+  loadTextToImage,
+  loadUNetEngine,
+  loadImageDecoder,
+  loadTextConditioner,
+  checkConditioner,
+  readModelUNetConfig,
+  onnxExportDir,
+  planGroups,
+  combineGuidancePerItem,
+  initialNoise,
+  TEXT_TO_IMAGE_FILES,
+} from './pipeline/textToImage';
+export type { TextToImageRequest, TextToImageParts, TextToImageOptions, GeneratedImageRgb, UNetEngineKind, LoadUNetEngineOptions, LoadTextToImageOptions } from './pipeline/textToImage';
+export { OrtVaeDecoder, PixelDecoder, toRgb8, VAE_DECODER_FILES } from './pipeline/vae';
+export type { ImageDecoder, VaeDecoderConfig, VaeDecoderOptions } from './pipeline/vae';
+export { ClipTextConditioner, CLIP_TEXT_FILES } from './pipeline/clipText';
+export type { ClipTextConditionerOptions } from './pipeline/clipText';

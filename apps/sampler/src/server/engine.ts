@@ -67,10 +67,11 @@ export interface ImageEngineOptions {
 export type ImageEngineFactory = (options: ImageEngineOptions) => Promise<ImageEngine>;
 
 /**
- * Builds the engine `serve` runs. The model loader and generate code (issue 8 §1–2) plug in here; until they do,
- * this checks the folder and reports that generation is not available.
+ * Builds the engine `serve` runs: checks the folder, then loads it with the sampler's model loader and generate code
+ * (`AptpImageEngine`, generate.ts; issue 8 §1–2).
  */
-export const loadImageEngine: ImageEngineFactory = async ({ modelDir }) => {
+export const loadImageEngine: ImageEngineFactory = async (options) => {
+  const { modelDir } = options;
   let stat: fs.Stats;
   try {
     stat = fs.statSync(modelDir);
@@ -78,5 +79,6 @@ export const loadImageEngine: ImageEngineFactory = async ({ modelDir }) => {
     throw new InputError('model folder not found', { code: 'E_MODEL_DIR', file: modelDir, cause: err });
   }
   if (!stat.isDirectory()) throw new InputError('not a folder', { code: 'E_MODEL_DIR', file: modelDir });
-  throw new InputError('the APTP model loader is not available in this build (issue 8 item 1)', { code: 'E_NOT_IMPLEMENTED', file: modelDir });
+  const { loadAptpImageEngine } = await import('../generate');
+  return loadAptpImageEngine(options);
 };
