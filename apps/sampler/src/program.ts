@@ -1,5 +1,5 @@
 import { Command, Program } from '@aptp/core';
-import { envCommand } from './commands/env';
+import { envCommand } from '@aptp/core';
 import { serveCommand } from './commands/serve';
 import { sampleCommand } from './commands/sample';
 

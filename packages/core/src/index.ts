@@ -16,6 +16,7 @@ export {
 } from './io/safetensors';
 export type { HostTensor, TensorInfo, SafetensorsDtype, WritableTensor, WriteSafetensorsOptions } from './io/safetensors';
 export { Rng } from './rng/rng';
+export { Mt19937 } from './rng/mt19937';
 export type { RngState } from './rng/rng';
 export { runProgram, parseCommandArgs, commandHelp, programHelp } from './cli/command';
 export type { Command, CommandContext, Program } from './cli/command';
@@ -59,3 +60,4 @@ export type { WordPieceTokenizerData, WordPieceNormalizer, WordPiecePreTokenizer
 export { registerEagerGradients } from './ops/eager/gradients';
 export { OnnxOps } from './ops/onnx/onnxOps';
 export type { OnnxValue, OnnxHostWeight, OnnxOpsOptions } from './ops/onnx/onnxOps';
+export { envCommand } from './cli/envCommand';

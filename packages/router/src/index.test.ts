@@ -15,7 +15,6 @@ it('exports exactly the documented API', () => {
     'SENTENCE_TRANSFORMER_FILES',
     'SentenceTransformerEncoder',
     'SyntheticPromptEncoder',
-    'TorchMt19937',
     'argmaxAssignment',
     'balancedExpertAssignment',
     'cosineSimilarity',

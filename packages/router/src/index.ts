@@ -5,7 +5,7 @@ export { ArchitectureCodebook } from './codebook';
 export { orthogonalMatrix } from './orthogonal';
 export { gumbelSigmoid, gumbelSigmoidDetailed, depthOrderMod, gumbelFromUniform, evalGumbelNoise, sampleGumbelNoise, stopGradient } from './gumbel';
 export type { GumbelSigmoidOptions, GumbelSigmoidResult } from './gumbel';
-export { torchUniformStream, TorchMt19937 } from './torchNoise';
+export { torchUniformStream } from './torchNoise';
 export { widthDepthNormalize, normalizeRows, cosineSimilarity } from './normalize';
 export { routingScores, sinkhornPlan, argmaxAssignment, selectCodes, balancedExpertAssignment } from './routing';
 export type { RoutingScores, SinkhornRoutingOptions, BalancedRoutingOptions } from './routing';

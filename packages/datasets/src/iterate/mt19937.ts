@@ -1,4 +1,4 @@
-import { ConfigError } from '@aptp/core';
+import { ConfigError, Mt19937 } from '@aptp/core';
 
 /**
  * numpy's legacy `RandomState` (MT19937), only as far as the reference needs it: `numpy.random.seed(s)` followed by
@@ -6,37 +6,15 @@ import { ConfigError } from '@aptp/core';
  * draws as numpy: `init_genrand` seeding, `random_interval` (mask + rejection) in a backwards Fisher–Yates.
  */
 export class NumpyRandomState {
-  private mt = new Uint32Array(624);
-  private index = 624;
+  private readonly mt: Mt19937;
 
   constructor(seed: number) {
     if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new ConfigError('seed must be an integer in [0, 2^32 - 1]', { field: 'seed', found: seed });
-    this.mt[0] = seed >>> 0;
-    for (let i = 1; i < 624; i++) {
-      const prev = this.mt[i - 1]! ^ (this.mt[i - 1]! >>> 30);
-      this.mt[i] = (Math.imul(1812433253, prev) + i) >>> 0;
-    }
-  }
-
-  private twist(): void {
-    const mt = this.mt;
-    for (let i = 0; i < 624; i++) {
-      const y = (mt[i]! & 0x80000000) | (mt[(i + 1) % 624]! & 0x7fffffff);
-      let v = mt[(i + 397) % 624]! ^ (y >>> 1);
-      if (y & 1) v ^= 0x9908b0df;
-      mt[i] = v >>> 0;
-    }
-    this.index = 0;
+    this.mt = new Mt19937(seed);
   }
 
   nextUint32(): number {
-    if (this.index >= 624) this.twist();
-    let y = this.mt[this.index++]!;
-    y ^= y >>> 11;
-    y ^= (y << 7) & 0x9d2c5680;
-    y ^= (y << 15) & 0xefc60000;
-    y ^= y >>> 18;
-    return y >>> 0;
+    return this.mt.nextUint32();
   }
 
   /** `random_sample()`: 53-bit double in [0, 1). */

@@ -1,11 +1,12 @@
 import { z } from 'zod';
-import { Command, initBackend, describeBackend } from '@aptp/core';
+import { describeBackend, initBackend } from '../backend/init';
+import type { Command } from './command';
 
 const schema = z.strictObject({
   backend: z.string().optional().describe('tensor backend: tfjs-node-gpu | tfjs-node | wasm | cpu (env APTP_BACKEND)'),
 });
 
-/** `env`: which tensor backend this machine gets, and why the better ones were skipped. */
+/** `env`: which tensor backend this machine gets, and why the better ones were skipped (every app has it). */
 export const envCommand: Command<typeof schema> = {
   name: 'env',
   summary: 'show the tensor backend chosen on this machine and the versions in use',
