@@ -1,5 +1,5 @@
 import { Command, Program } from '@aptp/core';
-import { envCommand } from './commands/env';
+import { envCommand } from '@aptp/core';
 import { evaluatorCommand } from './commands/evaluator';
 import { pruneCommand } from './commands/prune';
 import { routeCommand } from './commands/route';
