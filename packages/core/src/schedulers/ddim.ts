@@ -14,7 +14,7 @@ import { InputError } from '../errors';
 import { trainSchedule } from './betas';
 import {
   Scheduler, SchedulerOutput, SchedulerState, SchedulerStepOptions,
-  checkNumInferenceSteps, checkStepInputs, notReady, npArange, npLinspace, roundHalfEven, sqrtF32,
+  checkNumInferenceSteps, checkStepInputs, notReady, spacedTimesteps, sqrtF32,
 } from './scheduler';
 import { resolveSchedulerConfig, schedulerConfigFromJson, type ResolveOptions, type SchedulerConfig } from './schedulerConfig';
 
@@ -52,23 +52,11 @@ export class DDIMScheduler implements Scheduler {
     return this.schedule;
   }
 
-  /**
-   * Inference timesteps, in order of use (Lin et al. 2023, Table 2): `leading` (N−1)·r … r, 0 plus `steps_offset`
-   * with r = T // N; `linspace` round(linspace(0, T−1, N)) reversed; `trailing` round(arange(T, 0, −T/N)) − 1.
-   */
+  /** Inference timesteps, in order of use (`spacedTimesteps`: leading / linspace / trailing, `steps_offset`). */
   setTimesteps(numInferenceSteps: number): void {
-    const T = this.config.numTrainTimesteps;
-    checkNumInferenceSteps(this.className, numInferenceSteps, T);
+    checkNumInferenceSteps(this.className, numInferenceSteps, this.config.numTrainTimesteps);
     const n = numInferenceSteps;
-    let t: number[];
-    if (this.config.timestepSpacing === 'linspace') {
-      t = npLinspace(0, T - 1, n).map(roundHalfEven).reverse();
-    } else if (this.config.timestepSpacing === 'leading') {
-      const ratio = Math.floor(T / n);
-      t = Array.from({ length: n }, (_, i) => (n - 1 - i) * ratio + this.config.stepsOffset);
-    } else {
-      t = npArange(T, 0, -T / n).map((v) => roundHalfEven(v) - 1);
-    }
+    const t = spacedTimesteps(this.config, n);
     this.nSteps = n;
     this.schedule = t;
   }

@@ -20,7 +20,7 @@ import { InputError } from '../errors';
 import { trainSchedule } from './betas';
 import {
   Scheduler, SchedulerOutput, SchedulerState,
-  checkNumInferenceSteps, checkStepInputs, deserializeTensor, notReady, npArange, npLinspace, roundHalfEven, serializeTensor, sqrtF32,
+  checkNumInferenceSteps, checkStepInputs, deserializeTensor, notReady, serializeTensor, spacedTimesteps, sqrtF32,
 } from './scheduler';
 import { resolveSchedulerConfig, schedulerConfigFromJson, type ResolveOptions, type SchedulerConfig } from './schedulerConfig';
 
@@ -64,18 +64,9 @@ export class PNDMScheduler implements Scheduler {
   }
 
   setTimesteps(numInferenceSteps: number): void {
-    const T = this.config.numTrainTimesteps;
-    checkNumInferenceSteps(this.className, numInferenceSteps, T);
+    checkNumInferenceSteps(this.className, numInferenceSteps, this.config.numTrainTimesteps);
     const n = numInferenceSteps;
-    let asc: number[];
-    if (this.config.timestepSpacing === 'linspace') {
-      asc = npLinspace(0, T - 1, n).map(roundHalfEven);
-    } else if (this.config.timestepSpacing === 'leading') {
-      const ratio = Math.floor(T / n);
-      asc = Array.from({ length: n }, (_, i) => i * ratio + this.config.stepsOffset);
-    } else {
-      asc = npArange(T, 0, -T / n).map((v) => roundHalfEven(v) - 1).reverse();
-    }
+    const asc = spacedTimesteps(this.config, n).reverse();
     // plms_timesteps = concat(ts[:-1], ts[-2:-1], ts[-1:]) reversed
     const plms = n >= 2 ? [...asc.slice(0, -1), asc[asc.length - 2]!, asc[asc.length - 1]!] : [...asc];
     this.schedule = plms.reverse();

@@ -105,6 +105,21 @@ export function checkStepInputs(className: SchedulerClassName, modelOutput: tf.T
 }
 
 /** NumPy's `round` (round half to even). */
+/**
+ * Inference timesteps in descending order, as DDIM and PNDM space them (Lin et al. 2023, Table 2): `leading`
+ * (N−1)·r … r, 0 plus `steps_offset` with r = T // N; `linspace` round(linspace(0, T−1, N)) reversed; `trailing`
+ * round(arange(T, 0, −T/N)) − 1.
+ */
+export function spacedTimesteps(config: Pick<SchedulerConfig, 'numTrainTimesteps' | 'timestepSpacing' | 'stepsOffset'>, n: number): number[] {
+  const T = config.numTrainTimesteps;
+  if (config.timestepSpacing === 'linspace') return npLinspace(0, T - 1, n).map(roundHalfEven).reverse();
+  if (config.timestepSpacing === 'leading') {
+    const ratio = Math.floor(T / n);
+    return Array.from({ length: n }, (_, i) => (n - 1 - i) * ratio + config.stepsOffset);
+  }
+  return npArange(T, 0, -T / n).map((v) => roundHalfEven(v) - 1);
+}
+
 export function roundHalfEven(x: number): number {
   const r = Math.round(x);
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
