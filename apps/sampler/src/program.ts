@@ -1,5 +1,4 @@
-import { Command, Program } from '@aptp/core';
-import { envCommand } from '@aptp/core';
+import { Program, envCommand } from '@aptp/core';
 import { serveCommand } from './commands/serve';
 import { sampleCommand } from './commands/sample';
 
@@ -7,5 +6,5 @@ import { sampleCommand } from './commands/sample';
 export const samplerProgram: Program = {
   name: 'aptp-sampler',
   summary: 'APTP sampler: route prompts to experts and generate images; HTTP server.',
-  commands: [envCommand as unknown as Command, serveCommand as unknown as Command, sampleCommand as unknown as Command],
+  commands: [envCommand, serveCommand, sampleCommand],
 };

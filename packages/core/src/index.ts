@@ -19,7 +19,7 @@ export { Rng } from './rng/rng';
 export { Mt19937 } from './rng/mt19937';
 export type { RngState } from './rng/rng';
 export { runProgram, parseCommandArgs, commandHelp, programHelp } from './cli/command';
-export type { Command, CommandContext, Program } from './cli/command';
+export type { AnyCommand, Command, CommandContext, Program } from './cli/command';
 export { ProgressBar } from './cli/progress';
 export type { Progress, ProgressCallback } from './cli/progress';
 export { EXIT, exitCodeFor } from './cli/exitCodes';

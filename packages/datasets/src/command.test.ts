@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import sharp from 'sharp';
-import { runProgram, type Command } from '@aptp/core';
+import { runProgram } from '@aptp/core';
 import { datasetInfoCommand } from './command';
 import { solidImage, tempDir, truncatedJpeg } from './fixtures';
 
@@ -13,7 +13,7 @@ async function run(argv: string[]): Promise<{ code: number; out: string; err: st
   let e = '';
   out.on('data', (d) => (o += d));
   err.on('data', (d) => (e += d));
-  const code = await runProgram({ name: 'datasets', summary: 's', commands: [datasetInfoCommand as unknown as Command] }, argv, { out, err });
+  const code = await runProgram({ name: 'datasets', summary: 's', commands: [datasetInfoCommand] }, argv, { out, err });
   return { code, out: o, err: e };
 }
 

@@ -63,7 +63,7 @@ const toyCommand: Command<typeof schema> = {
     }
   },
 };
-const program: Program = { name: 'aptp-toy', summary: 'test program', commands: [toyCommand as unknown as Command] };
+const program: Program = { name: 'aptp-toy', summary: 'test program', commands: [toyCommand] };
 
 describe('signals → AbortSignal → save → exit code', () => {
   let root: string;

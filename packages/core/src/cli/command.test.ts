@@ -22,7 +22,7 @@ function sink(): { stream: Writable; text: () => string } {
 
 describe('CLI plumbing', () => {
   const cmd: Command<typeof schema> = { name: 'train', summary: 'train things', schema, run: async () => 0 };
-  const program: Program = { name: 'aptp-x', summary: 'test program', commands: [cmd as unknown as Command] };
+  const program: Program = { name: 'aptp-x', summary: 'test program', commands: [cmd] };
 
   it('applies defaults < --config file < flags, with kebab-case flags', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aptp-cli-'));
@@ -45,7 +45,7 @@ describe('CLI plumbing', () => {
   });
 
   it('prints help from the schema and maps errors to exit codes', async () => {
-    const help = commandHelp(program, cmd as unknown as Command);
+    const help = commandHelp(program, cmd);
     expect(help).toMatch(/--learning-rate <n>\s+learning rate \(default: 0.0002\)/);
     expect(help).toMatch(/--mode <ot\|none>/);
     const o = sink();
@@ -54,7 +54,7 @@ describe('CLI plumbing', () => {
     expect(o.text()).toMatch(/Usage: aptp-x train/);
     expect(await runProgram(program, ['nope'], { out: o.stream, err: e.stream })).toBe(2);
     expect(await runProgram(program, ['train', '--steps', 'x'], { out: o.stream, err: e.stream })).toBe(2);
-    const failing = (error: Error): Program => ({ ...program, commands: [{ ...cmd, run: async () => { throw error; } } as unknown as Command] });
+    const failing = (error: Error): Program => ({ ...program, commands: [{ ...cmd, run: async () => { throw error; } }] });
     expect(await runProgram(failing(new InputError('missing', { file: 'a.json' })), ['train'], { out: o.stream, err: e.stream })).toBe(3);
     expect(await runProgram(failing(new NumericError('loss is NaN')), ['train'], { out: o.stream, err: e.stream })).toBe(4);
     expect(await runProgram(failing(new Error('boom')), ['train'], { out: o.stream, err: e.stream })).toBe(1);

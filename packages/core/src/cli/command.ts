@@ -24,10 +24,17 @@ export interface Command<S extends z.ZodObject = z.ZodObject> {
   run(args: z.infer<S>, ctx: CommandContext): Promise<number | void>;
 }
 
+/**
+ * A command of any option schema. `Command<S>` is contravariant in `S` (its `run` takes the parsed options), so a list
+ * of commands with different schemas needs the `any` escape; each command is still checked against its own schema.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyCommand = Command<any>;
+
 export interface Program {
   name: string;
   summary: string;
-  commands: Command[];
+  commands: AnyCommand[];
 }
 
 const kebab = (k: string): string => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
@@ -67,7 +74,7 @@ function fieldInfo(key: string, field: z.ZodType): FieldInfo {
   };
 }
 
-export function commandHelp(program: Program, command: Command): string {
+export function commandHelp(program: Program, command: AnyCommand): string {
   const lines = [`Usage: ${program.name} ${command.name} [options]`, '', command.summary, '', 'Options:'];
   const fields = Object.entries(command.schema.shape as Record<string, z.ZodType>).map(([k, v]) => fieldInfo(k, v));
   const rows = fields.map((f) => {
