@@ -28,3 +28,48 @@ export { referenceStats, statsCacheKey, writeStats, readStats } from './features
 export type { CacheableExtractor, ReferenceStatsOptions, CachedStats } from './features/statsCache';
 export { macsPerPrompt, countParams, paramsPerExpert, latencyStats, quantileSorted } from './efficiency';
 export type { MacsPerPrompt, LatencyStats } from './efficiency';
+export {
+  SyntheticAttributeClassifier,
+  syntheticHeadClasses,
+  attributeTargets,
+  encodeTargets,
+  classifierLoss,
+  classifierConfigSchema,
+  classifierWeightShapes,
+  imagesToTensor,
+  syntheticFeatureDistances,
+  HEAD_NAMES,
+  CLASSIFIER_ARCHITECTURE,
+  CLASSIFIER_CONFIG_FILE,
+  CLASSIFIER_WEIGHTS_FILE,
+} from './synthetic/classifier';
+export type {
+  HeadName,
+  HeadTargets,
+  ClassifierConfig,
+  ClassifierConfigInput,
+  ClassifierInput,
+  ClassifierForward,
+  ClassifierOutput,
+  AttributePrediction,
+  SyntheticDistances,
+} from './synthetic/classifier';
+export { promptAdherence, promptChecks, headAccuracy, validateClassifier, derangement } from './synthetic/adherence';
+export type { AdherenceAttribute, AdherenceResult, Ratio, ClassifierValidation } from './synthetic/adherence';
+export { buildReport, reportInputSchema, codeUsageStats, formatNumber, formatMacs, formatRatio, VARIANT_KINDS } from './report/report';
+export type {
+  ReportInput,
+  Report,
+  ReportRatio,
+  ReportExpert,
+  ReportPrompt,
+  ReportCategory,
+  ReportVariant,
+  ReportClaim,
+  ClaimStatus,
+  CodeUsageStats,
+  VariantKind,
+} from './report/report';
+export { renderReportHtml, writeReport, jsonPointer, REPORT_JSON_FILE, REPORT_HTML_FILE } from './report/html';
+export type { RenderReportOptions, WriteReportOptions, WriteReportResult } from './report/html';
+export { escapeHtml } from './report/charts';
