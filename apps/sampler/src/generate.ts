@@ -88,7 +88,7 @@ export interface ExpertEntry {
 export type RouteNoise = 'reference' | 'none';
 
 export interface LoadAptpModelOptions {
-  /** UNet engine: `auto` (default: ONNX export when present, else tfjs), `ort`, `tfjs`. */
+  /** UNet engine: `auto` (default: ONNX Runtime on the export, or an in-memory export; tfjs for huge UNets), `ort`, `tfjs`. */
   engine?: UNetEngineKind;
   /**
    * Prompt-side Gumbel noise of eval routing (APTP.md §2.5): `reference` (default) = the reference's fixed eval
@@ -190,8 +190,8 @@ export class AptpModel {
     } else {
       const e = this.expert(id);
       if (e.source === 'pruned') engine = await loadUNetEngine(e.dir!, { engine: kind, pruned: true, onProgress: this.options.onProgress });
-      else if (kind === 'ort') {
-        // a shared-weight expert on ORT: exported in memory from the sliced base weights
+      else if (kind !== 'tfjs') {
+        // a shared-weight expert on ORT (`auto` and `ort`): exported in memory from the sliced base weights
         const exported = exportUNetToOnnx(expertConfig(this.shared!.baseConfig), this.shared!.source(id), { pruned: true });
         engine = await OrtUNetEngine.fromExport(exported);
       } else {

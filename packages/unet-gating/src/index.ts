@@ -78,7 +78,7 @@ export type { CaptureFn, CaptureKind, ForwardContext, LoadContext } from './bloc
 export { prunedWeightSource, expertConfig, SharedExperts, openSharedExperts, loadExpert } from './experts';
 export type { SharedExpertsOptions } from './experts';
 // ONNX export and the sampler engines (issue 10).
-export { exportUNetToOnnx, exportUNetFolder, readOnnxUNetInfo, ONNX_FILES } from './export/onnx';
+export { exportUNetToOnnx, exportUNetFolder, exportUNetDir, unetWeightBytes, readOnnxUNetInfo, ONNX_FILES } from './export/onnx';
 export type { OnnxExportOptions, ExportFolderOptions, ExportedUNet, OnnxUNetInfo, ExportDim } from './export/onnx';
 export { OrtUNetEngine } from './engines/ort';
 export type { OrtUNetEngineOptions } from './engines/ort';

@@ -26,7 +26,7 @@ const schema = z.strictObject({
   batchSize: z.coerce.number().int().min(1).max(256).default(8).describe('prompts per batch, one expert per batch (APTP.md §1.6: 8)'),
   expert: z.coerce.number().int().min(0).optional().describe('force every prompt onto this expert (no routing)'),
   full: z.boolean().default(false).describe('use the full unpruned model (for comparison)'),
-  engine: z.enum(['auto', 'ort', 'tfjs']).default('auto').describe('UNet engine: auto = ONNX export if present, else tfjs'),
+  engine: z.enum(['auto', 'ort', 'tfjs']).default('auto').describe('UNet engine: auto = ONNX Runtime (export folder or in-memory export), tfjs only for UNets over 1 GiB'),
   routeNoise: z.enum(['reference', 'none']).default('reference').describe("router eval noise: the reference's for a prompt alone, or none (APTP.md §2.5)"),
   backend: z.string().optional().describe('tensor backend: tfjs-node-gpu | tfjs-node | wasm | cpu (env APTP_BACKEND)'),
 });

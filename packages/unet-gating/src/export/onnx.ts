@@ -149,23 +149,7 @@ const AUTO_EXTERNAL_BYTES = 1 << 30;
  * `pruneUNetFolder` (config with `_aptp_pruned`) is exported as pruned unless `pruned` says otherwise.
  */
 export function exportUNetFolder(unetDir: string, outDir: string, options: ExportFolderOptions = {}): OnnxUNetInfo {
-  const configFile = path.join(unetDir, UNET_FILES.config);
-  const weightsFile = path.join(unetDir, UNET_FILES.weights);
-  for (const f of [configFile, weightsFile]) {
-    if (!fs.existsSync(f)) {
-      throw new InputError('UNet folder is incomplete', { code: 'E_FILE_MISSING', file: f, expected: `${unetDir}/{${UNET_FILES.config}, ${UNET_FILES.weights}}`, found: 'missing' });
-    }
-  }
-  const config = readUNetConfig(configFile);
-  const pruned = options.pruned ?? isExpertConfig(configFile);
-  const source = safetensorsSource(weightsFile);
-  let exported: ExportedUNet;
-  try {
-    exported = exportUNetToOnnx(config, source, { ...options, pruned });
-  } finally {
-    source.close();
-  }
-  const { ops, info } = exported;
+  const { ops, info } = exportUNetDir(unetDir, options);
   const external = options.externalData === true || ((options.externalData ?? 'auto') === 'auto' && ops.weightBytes > AUTO_EXTERNAL_BYTES);
   info.externalData = external;
   const { model, data } = ops.serialize({ externalData: external ? ONNX_FILES.data : undefined, metadata: { aptp_onnx: JSON.stringify(info) } });
@@ -177,6 +161,31 @@ export function exportUNetFolder(unetDir: string, outDir: string, options: Expor
   // the info file last: a folder with it is complete
   writeJsonAtomic(path.join(outDir, ONNX_FILES.info), info);
   return info;
+}
+
+/** Bytes of a UNet folder's weights file (0 when absent), to decide whether an in-memory export fits. */
+export function unetWeightBytes(unetDir: string): number {
+  const f = path.join(unetDir, UNET_FILES.weights);
+  return fs.existsSync(f) ? fs.statSync(f).size : 0;
+}
+
+/** The in-memory ONNX model of a UNet folder (full model or expert folder); see `exportUNetFolder` for files. */
+export function exportUNetDir(unetDir: string, options: OnnxExportOptions = {}): ExportedUNet {
+  const configFile = path.join(unetDir, UNET_FILES.config);
+  const weightsFile = path.join(unetDir, UNET_FILES.weights);
+  for (const f of [configFile, weightsFile]) {
+    if (!fs.existsSync(f)) {
+      throw new InputError('UNet folder is incomplete', { code: 'E_FILE_MISSING', file: f, expected: `${unetDir}/{${UNET_FILES.config}, ${UNET_FILES.weights}}`, found: 'missing' });
+    }
+  }
+  const config = readUNetConfig(configFile);
+  const pruned = options.pruned ?? isExpertConfig(configFile);
+  const source = safetensorsSource(weightsFile);
+  try {
+    return exportUNetToOnnx(config, source, { ...options, pruned });
+  } finally {
+    source.close();
+  }
 }
 
 function isExpertConfig(configFile: string): boolean {

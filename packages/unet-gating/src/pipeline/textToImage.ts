@@ -17,7 +17,7 @@ import { readUNetConfig, type UNetConfig } from '../config';
 import type { HostArray, UNetEngine } from '../engines/engine';
 import { OrtUNetEngine } from '../engines/ort';
 import { TfjsUNetEngine } from '../engines/tfjs';
-import { ONNX_FILES } from '../export/onnx';
+import { ONNX_FILES, exportUNetDir, unetWeightBytes } from '../export/onnx';
 import { loadExpert } from '../experts';
 import { UNET_FILES, loadUNet } from '../unet';
 import { OrtVaeDecoder, PixelDecoder, toRgb8, throwIfAborted, type ImageDecoder } from './vae';
@@ -303,7 +303,11 @@ export const TEXT_TO_IMAGE_FILES = {
 export type UNetEngineKind = 'auto' | 'ort' | 'tfjs';
 
 export interface LoadUNetEngineOptions {
-  /** `auto` (default): the ONNX export next to the weights if there is one, else tfjs; `ort` requires it. */
+  /**
+   * `auto` (default): ONNX Runtime (the fast engine, STACK.md: 4–10× tfjs-wasm) on the export next to the weights, or on
+   * an in-memory export when there is none and the weights fit one protobuf (< 1 GiB), else tfjs; `ort` requires an
+   * export folder; `tfjs` the eager model.
+   */
   engine?: UNetEngineKind;
   /** A pruned expert folder (`pruneUNetFolder`; read with `loadExpert`). */
   pruned?: boolean;
@@ -318,10 +322,16 @@ export function onnxExportDir(unetDir: string): string | null {
   return null;
 }
 
+/** Largest weights file exported in memory by the `auto` engine (a protobuf cannot exceed 2 GiB). */
+const IN_MEMORY_EXPORT_BYTES = 1 << 30;
+
 /** A UNet folder as an engine: ORT on its export (`onnx/`), or the eager tfjs model (the fallback). */
 export async function loadUNetEngine(unetDir: string, options: LoadUNetEngineOptions = {}): Promise<UNetEngine> {
   const kind = options.engine ?? 'auto';
   const exportDir = onnxExportDir(unetDir);
+  if (kind === 'auto' && exportDir === null && unetWeightBytes(unetDir) < IN_MEMORY_EXPORT_BYTES) {
+    return OrtUNetEngine.fromExport(exportUNetDir(unetDir, options.pruned ? { pruned: true } : {}));
+  }
   if (kind === 'ort' || (kind === 'auto' && exportDir !== null)) {
     if (exportDir === null) {
       throw new InputError('no ONNX export of this UNet (run the export command, or use the tfjs engine)', { code: 'E_FILE_MISSING', file: unetDir, expected: `${unetDir}/onnx/{${ONNX_FILES.model}, ${ONNX_FILES.info}}`, found: 'missing' });
