@@ -5,6 +5,7 @@ import { hardGates } from '@aptp/unet-gating';
 import { ArchitectureCodebook } from './codebook';
 import { RouterConfig, RouterConfigInput, gumbelOptions, parseRouterConfig } from './config';
 import { depthOrderMod, evalGumbelNoise, gumbelSigmoid, withoutGradient } from './gumbel';
+import { fastRoutingScores } from './fastRoute';
 import { widthDepthNormalize } from './normalize';
 import { ArchitecturePredictor } from './predictor';
 import { BalancedRoutingOptions, argmaxAssignment, balancedExpertAssignment, oneHotRows, routingScores, selectCodes, sinkhornPlan } from './routing';
@@ -72,6 +73,12 @@ export interface RouteOptions {
    * explicit `[B, L]` tensor.
    */
   noise?: EvalNoise;
+  /**
+   * `ort` (default): predictor and cosine matmuls on onnxruntime, gate math on host arrays (`fastRoute.ts`; 10k
+   * prompts in well under a second). `tfjs`: the tensor path of {@link PromptRouter.scores}. Same semantics; the ids
+   * agree except where two scores tie within float32 rounding.
+   */
+  engine?: 'ort' | 'tfjs';
 }
 
 export interface RouteResult {
@@ -188,14 +195,7 @@ export class PromptRouter {
   evalNoise(rows: number, kind: Exclude<EvalNoise, tf.Tensor2D> = 'reference'): tf.Tensor2D {
     const L = this.layout.vectorLength;
     if (kind === 'none') return tf.zeros([rows, L]) as tf.Tensor2D;
-    const period = this.config.evalBatchSize;
-    if (!this.evalNoiseCache) this.evalNoiseCache = evalGumbelNoise(period, this.layout);
-    const out = new Float32Array(rows * L);
-    for (let start = 0; start < rows; start += period) {
-      const n = Math.min(period, rows - start);
-      out.set(this.evalNoiseCache.subarray(0, n * L), start * L);
-    }
-    return tf.tensor2d(out, [rows, L]);
+    return tf.tensor2d(this.evalNoiseHost(rows).slice(), [rows, L]);
   }
 
   /**
@@ -218,14 +218,79 @@ export class PromptRouter {
   async route(x: tf.Tensor2D, options: RouteOptions = {}): Promise<RouteResult> {
     const mode = options.mode ?? 'cosine';
     if (mode !== 'cosine' && mode !== 'balanced') throw new ConfigError('unknown routing mode', { field: 'mode', expected: 'cosine | balanced', found: mode });
-    const s = this.scores(x, options.noise ?? 'reference');
+    const engine = options.engine ?? 'ort';
+    if (engine !== 'ort' && engine !== 'tfjs') throw new ConfigError('unknown routing engine', { field: 'engine', expected: 'ort | tfjs', found: engine });
     let scores: Float32Array;
-    try {
-      scores = (await s.data()) as Float32Array;
-    } finally {
-      s.dispose();
+    if (engine === 'ort') {
+      scores = await this.fastScores(x, options.noise ?? 'reference');
+    } else {
+      const s = this.scores(x, options.noise ?? 'reference');
+      try {
+        scores = (await s.data()) as Float32Array;
+      } finally {
+        s.dispose();
+      }
     }
     return routeFromScores(scores, x.shape[0], this.numCodes, { mode, capacities: options.capacities });
+  }
+
+  /** `[B, K]` host scores of {@link scores} computed by the onnxruntime + host-loop path (`fastRoute.ts`). */
+  private async fastScores(x: tf.Tensor2D, noise: EvalNoise): Promise<Float32Array> {
+    this.live();
+    const B = x.shape[0];
+    const L = this.layout.vectorLength;
+    if (x.rank !== 2 || x.shape[1] !== this.predictor.inputDim) {
+      throw new ShapeError('wrong prompt-embedding shape', { field: 'x', expected: `[B, ${this.predictor.inputDim}]`, found: x.shape });
+    }
+    let noiseData: Float32Array | null = null;
+    let noiseRows = B;
+    if (noise instanceof tf.Tensor) {
+      checkShape(noise, [B, L], 'noise');
+      noiseData = (await noise.data()) as Float32Array;
+    } else if (noise === 'reference') {
+      // The reference stream repeats every evalBatchSize rows: pass one period, not a [B, L] copy.
+      noiseRows = Math.min(B, this.config.evalBatchSize);
+      noiseData = this.evalNoiseHost(noiseRows);
+    } else if (noise !== 'none') {
+      throw new ConfigError('unknown eval noise', { field: 'noise', expected: 'reference | none | [B, L] tensor', found: noise });
+    }
+    if (B === 0) return new Float32Array(0);
+    const p = this.predictor;
+    const [xd, w, b, arch, codes] = await Promise.all([
+      x.data() as Promise<Float32Array>,
+      p.weight ? (p.weight.data() as Promise<Float32Array>) : null,
+      p.bias ? (p.bias.data() as Promise<Float32Array>) : null,
+      p.arch ? (p.arch.data() as Promise<Float32Array>) : null,
+      this.codebook.embeddingGs.data() as Promise<Float32Array>,
+    ]);
+    return fastRoutingScores({
+      x: xd,
+      batch: B,
+      inputDim: p.inputDim,
+      weight: w,
+      bias: b,
+      arch,
+      noise: noiseData,
+      noiseRows,
+      codeGates: codes,
+      numCodes: this.numCodes,
+      layout: this.layout,
+      gumbel: gumbelOptions(this.config),
+    });
+  }
+
+  /** Host copy of {@link evalNoise}(rows, 'reference'). */
+  private evalNoiseHost(rows: number): Float32Array {
+    const L = this.layout.vectorLength;
+    const period = this.config.evalBatchSize;
+    if (!this.evalNoiseCache) this.evalNoiseCache = evalGumbelNoise(period, this.layout);
+    if (rows <= period) return this.evalNoiseCache.subarray(0, rows * L); // read-only view of the cache
+    const out = new Float32Array(rows * L);
+    for (let start = 0; start < rows; start += period) {
+      const n = Math.min(period, rows - start);
+      out.set(this.evalNoiseCache.subarray(0, n * L), start * L);
+    }
+    return out;
   }
 
   /** `[B, L]` hard gates of the chosen experts: hard(embeddingGs[expert]) (the reference's eval-mode output). */
