@@ -31,13 +31,16 @@ import { teacherStep } from '../steps/teacherStep';
  *   conditioning/config.json                                      (the weight-free HashedTextConditioner)
  *   model_index.json, metrics.jsonl (the training's), provenance.json
  *
- * Default model (measured on this 2-core machine under load, wasm, batch 8: ≈5 s per step with attention only at
- * 8×8, ≈7 s with attention at 16×16 too, and the 32×32 attention of a CrossAttnDownBlock2D first block does not fit
- * the budget at all): a pixel-space 3-channel UNet in the SD 2.x family with 3 levels (32, 16, 8 px; 16/32/64
- * channels), `DownBlock2D, DownBlock2D, CrossAttnDownBlock2D` + `UNetMidBlock2DCrossAttn` + `CrossAttnUpBlock2D,
- * UpBlock2D, UpBlock2D`, 2 ResNets per down block (3 per up block) so APTP's half-gated depth gates apply, linear
- * projections, GEGLU feed-forward, `gated_ff` with 16 feed-forward groups. v-prediction on a cosine noise schedule
- * (suited to small pixel images: squaredcos_cap_v2), min-SNR-γ = 5, 10% empty captions for classifier-free guidance.
+ * Default model: a pixel-space 3-channel UNet in the SD 2.x family with 3 levels (32, 16, 8 px; 16/32/64 channels),
+ * `DownBlock2D, CrossAttnDownBlock2D, CrossAttnDownBlock2D` + `UNetMidBlock2DCrossAttn` + `CrossAttnUpBlock2D,
+ * CrossAttnUpBlock2D, UpBlock2D`, 2 ResNets per down block (3 per up block) so APTP's half-gated depth gates apply,
+ * linear projections, GEGLU feed-forward, `gated_ff` with 16 feed-forward groups; 1.6 M parameters. Cross-attention
+ * at 32×32 (a CrossAttnDownBlock2D first block) does not fit this machine's budget (tfjs-wasm runs attention per
+ * image and head: > 3 s per step at batch 16 for that level alone); with text only at 8×8 the text signal was lost
+ * through the 16/32 px ResNets (measured), hence the 16×16 cross-attention. v-prediction on a cosine noise schedule
+ * (squaredcos_cap_v2, suited to small pixel images), min-SNR-γ = 5, 10% empty captions for classifier-free guidance,
+ * EMA of the weights (exported). See apps/trainer/README.md `## Teacher` for what the committed teacher can and
+ * cannot do.
  */
 export const DEFAULT_TEACHER_UNET = {
   _class_name: 'UNet2DConditionModel',
@@ -45,9 +48,9 @@ export const DEFAULT_TEACHER_UNET = {
   in_channels: 3,
   out_channels: 3,
   block_out_channels: [16, 32, 64],
-  down_block_types: ['DownBlock2D', 'DownBlock2D', 'CrossAttnDownBlock2D'],
+  down_block_types: ['DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'],
   mid_block_type: 'UNetMidBlock2DCrossAttn',
-  up_block_types: ['CrossAttnUpBlock2D', 'UpBlock2D', 'UpBlock2D'],
+  up_block_types: ['CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'],
   layers_per_block: 2,
   attention_head_dim: [1, 2, 2],
   cross_attention_dim: 64,
@@ -89,9 +92,9 @@ export const teacherSchema = z.strictObject({
   seed: num().pipe(z.number().int().min(0)).default(0).describe('seed of the weight init, noise, timesteps and caption dropout'),
   steps: num().pipe(z.number().int().min(1)).default(2000).describe('optimizer steps (each on new samples)'),
   batchSize: num().pipe(z.number().int().min(1)).default(8).describe('samples per step'),
-  learningRate: num().pipe(z.number().positive()).default(1e-3).describe('AdamW learning rate'),
+  learningRate: num().pipe(z.number().positive()).default(2e-3).describe('AdamW learning rate'),
   lrScheduler: z.enum(LR_SCHEDULERS).default('constant_with_warmup').describe('learning-rate schedule'),
-  lrWarmupSteps: num().pipe(z.number().int().min(0)).default(100).describe('linear warm-up steps'),
+  lrWarmupSteps: num().pipe(z.number().int().min(0)).default(50).describe('linear warm-up steps'),
   adamWeightDecay: num().pipe(z.number().min(0)).default(0).describe('AdamW decoupled weight decay'),
   maxGradNorm: num().pipe(z.number().positive()).default(1).describe('clip the total gradient norm'),
   emaDecay: num().pipe(z.number().min(0).lt(1)).default(0.995).describe('EMA of the weights (exported); 0 = off'),
@@ -184,7 +187,12 @@ export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRun
       label: 'teacher',
       steps: args.steps,
       saveEvery: args.saveEvery,
-      step: (k) => teacherStep(stepCtx, world, batchOptions, k),
+      step: async (k) => {
+        // A synchronous step never yields to the event loop, so SIGINT/SIGTERM handlers (macrotasks) would not run
+        // until the whole run ends; one setImmediate per step lets the abort signal arrive.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        return teacherStep(stepCtx, world, batchOptions, k);
+      },
       target,
       run,
       resume: options.resume,

@@ -15,15 +15,15 @@ describe('initUNetWeights / createTrainableUNet', () => {
   const init = initUNetWeights(cfg, 1, { zeroOut: true });
 
   it('initialises like torch: norms 1/0, conv_out 0, others U(±1/√fan_in)', () => {
-    expect(Array.from(init.get('conv_norm_out.weight')!.data)).toEqual(new Array(8).fill(1));
-    expect(Array.from(init.get('up_blocks.0.attentions.0.transformer_blocks.0.norm3.bias')!.data)).toEqual(new Array(16).fill(0));
-    expect(Array.from(init.get('conv_out.weight')!.data).every((v) => v === 0)).toBe(true);
+    expect(Array.from(init.get('conv_norm_out.weight')!.data as Float32Array)).toEqual(new Array(8).fill(1));
+    expect(Array.from(init.get('up_blocks.0.attentions.0.transformer_blocks.0.norm3.bias')!.data as Float32Array)).toEqual(new Array(16).fill(0));
+    expect(Array.from(init.get('conv_out.weight')!.data as Float32Array).every((v) => v === 0)).toBe(true);
     const w = init.get('down_blocks.1.resnets.0.conv1.weight')!; // [16, 8, 3, 3]: fan_in 72
     const bound = 1 / Math.sqrt(72);
     const data = Array.from(w.data as Float32Array);
     expect(Math.max(...data.map(Math.abs))).toBeLessThanOrEqual(bound);
     expect(Math.max(...data.map(Math.abs))).toBeGreaterThan(0.9 * bound);
-    expect(Array.from(initUNetWeights(cfg, 1).get('conv_in.weight')!.data)).toEqual(Array.from(init.get('conv_in.weight')!.data));
+    expect(Array.from(initUNetWeights(cfg, 1).get('conv_in.weight')!.data as Float32Array)).toEqual(Array.from(init.get('conv_in.weight')!.data as Float32Array));
   });
 
   it('diffusersWeights gives back exactly the diffusers tensors it was built from (transposes, GEGLU halves)', () => {
@@ -35,7 +35,7 @@ describe('initUNetWeights / createTrainableUNet', () => {
       expect([...back.keys()].sort()).toEqual([...init.keys()].sort());
       for (const [k, v] of init) {
         expect(back.get(k)!.shape).toEqual(v.shape);
-        expect(Array.from(back.get(k)!.data)).toEqual(Array.from(v.data));
+        expect(Array.from(back.get(k)!.data as Float32Array)).toEqual(Array.from(v.data as Float32Array));
       }
     } finally {
       t.dispose();
