@@ -182,6 +182,9 @@ export async function runTraining(options: RunTrainingOptions): Promise<Training
   };
 
   for (let i = start; i < steps; i++) {
+    // Yield to the event loop once per step: a synchronous step (tfjs math) would otherwise starve the SIGINT/SIGTERM
+    // handlers that abort `signal` (`await` of an already-resolved promise only runs microtasks).
+    await new Promise<void>((resolve) => setImmediate(resolve));
     if (options.signal?.aborted) {
       save();
       return finish('aborted');

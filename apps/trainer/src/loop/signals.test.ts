@@ -27,6 +27,7 @@ const schema = z.strictObject({
   signalAt: z.coerce.number().int().default(-1).describe('emit the signal during this step'),
   signal: z.enum(['SIGINT', 'SIGTERM']).default('SIGTERM').describe('which signal'),
   nanAt: z.coerce.number().int().default(-1).describe('NaN inputs at this step'),
+  deferSignal: z.boolean().default(false).describe('deliver the signal from a macrotask, as the OS does, not synchronously'),
 });
 
 const toyCommand: Command<typeof schema> = {
@@ -45,7 +46,10 @@ const toyCommand: Command<typeof schema> = {
         saveEvery: 100,
         step: (i) => {
           const m = toy.step(i);
-          if (i === args.signalAt) process.emit(args.signal, args.signal);
+          if (i === args.signalAt) {
+            if (args.deferSignal) setImmediate(() => process.emit(args.signal, args.signal));
+            else process.emit(args.signal, args.signal);
+          }
           return m;
         },
         target: toy.target,
@@ -93,6 +97,17 @@ describe('signals → AbortSignal → save → exit code', () => {
     expect(e2.text()).toContain('resuming from checkpoint-3 (step 3)');
     expect(o2.text()).toMatch(/^toy: completed at step 8\/8 \(5 steps/);
     expect(readMetrics(path.join(out, 'metrics.jsonl')).map((r) => r.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+  });
+
+  it('a signal delivered as a macrotask (like a real one) reaches a loop of synchronous steps', async () => {
+    // Real signals arrive through the event loop; the loop must yield between synchronous steps for them to land.
+    const out = path.join(root, 'real');
+    const o = sink();
+    const e = sink();
+    expect(await runProgram(program, ['toy', '--out', out, '--steps', '50', '--signal-at', '2', '--defer-signal'], { out: o.stream, err: e.stream })).toBe(143);
+    expect(e.text()).toContain('aptp-toy: SIGTERM received, stopping after saving...');
+    expect(o.text()).toMatch(/^toy: aborted at step 3\/50/);
+    expect(fs.readFileSync(path.join(out, LATEST_POINTER), 'utf8').trim()).toBe('checkpoint-3');
   });
 
   it('a NaN loss exits 4 with the step and term named', async () => {

@@ -187,12 +187,7 @@ export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRun
       label: 'teacher',
       steps: args.steps,
       saveEvery: args.saveEvery,
-      step: async (k) => {
-        // A synchronous step never yields to the event loop, so SIGINT/SIGTERM handlers (macrotasks) would not run
-        // until the whole run ends; one setImmediate per step lets the abort signal arrive.
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        return teacherStep(stepCtx, world, batchOptions, k);
-      },
+      step: (k) => teacherStep(stepCtx, world, batchOptions, k),
       target,
       run,
       resume: options.resume,
