@@ -3,3 +3,5 @@ export { loadAptpModel, AptpModel, AptpImageEngine, loadAptpImageEngine, loadPro
 export type { ExpertEntry, ExpertId, LoadAptpModelOptions, RouteNoise, SampleItem, AptpImageEngineOptions } from './generate';
 export { sampleCommand, readPromptsFile } from './commands/sample';
 export type { SampleArgs, PromptRow } from './commands/sample';
+export { evalCommand, evaluateVariants, readEvalPrompts } from './commands/eval';
+export type { EvalArgs, EvalVariant, EvalPromptRow } from './commands/eval';

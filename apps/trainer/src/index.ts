@@ -54,3 +54,10 @@ export type { FinetuneStageOptions, FinetuneStageResult } from './stages/finetun
 export { pruneCommand, pruneConfigFromArgs } from './commands/prune';
 export { routeCommand } from './commands/route';
 export { finetuneCommand, finetuneConfigFromArgs } from './commands/finetune';
+// The sampler's model folder from prune + finetune runs, and the embedded default (issue 11).
+export { assembleCommand } from './commands/assemble';
+export { assembleModel, MODEL_FILES } from './stages/assembleModel';
+export type { AssembleModelOptions, AssembledModel, AssembledExpert } from './stages/assembleModel';
+export { demoCommand } from './commands/demo';
+export { runDemo, formatResults, demoStageConfigs, writeEvalInputs, findRepoRoot, progressFraction, DEMO_BUDGETS, DEMO_FILES } from './stages/demo';
+export type { DemoBudget, DemoOptions, DemoResult, StageTiming, ResultsContext } from './stages/demo';
