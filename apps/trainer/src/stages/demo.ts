@@ -92,10 +92,10 @@ export const DEMO_BUDGETS: Record<'full' | 'quick', DemoBudget> = {
 };
 
 /**
- * CPU seconds per unit, measured here with the committed teacher's architecture (wasm training: a prune step of batch 8
- * 1.85 s, a fine-tuning step 2.5 s; ONNX Runtime sampling: 0.023 s per image and UNet call with CFG). Progress weights.
+ * CPU seconds per unit, measured here with the committed teacher (wasm training: a prune step of batch 8 ≈ 1.6 s, a
+ * fine-tuning step ≈ 1.5 s; ONNX Runtime sampling ≈ 0.016 s per image and UNet call with CFG). Progress weights only.
  */
-const COST = { pruneStep: 1.85, finetuneStep: 2.5, imageStep: 0.023, process: 3, route: 2, eval: 10, assemble: 2 } as const;
+const COST = { pruneStep: 1.6, finetuneStep: 1.5, imageStep: 0.016, process: 3, route: 2, eval: 5, assemble: 1 } as const;
 
 /**
  * How far (in logit units) a directly learned gate logit must be able to travel in the demo's short pruning runs.
