@@ -43,8 +43,8 @@ export { pruneConfigSchema, finetuneConfigSchema, promptEncoderSchema, parsePrun
 export type { PruneConfig, PruneConfigInput, FinetuneConfig, FinetuneConfigInput, PromptEncoderConfig, Baseline } from './config/reference';
 export { pruneStep, pruneStepGradients, disposePruneStepOutput, routerParams, blockKeys, diffusionWeights } from './steps/pruneStep';
 export type { PruneStepModel, PruneBatch, PruneStepOutput, PruneStepMetrics } from './steps/pruneStep';
-export { finetuneStep, finetuneStepGradients, createTrainableExpert } from './steps/finetuneStep';
-export type { FinetuneStepModel, FinetuneBatch, FinetuneLossWeights, TrainableExpert } from './steps/finetuneStep';
+export { finetuneStep, finetuneStepGradients } from './steps/finetuneStep';
+export type { FinetuneStepModel, FinetuneBatch, FinetuneLossWeights } from './steps/finetuneStep';
 export { runPrune, loadTeacher, createPromptEncoder, baselineRouterConfig, randomArchitecture, expertSummaries, readExperts, PRUNE_FILES } from './stages/prune';
 export type { Teacher, PruneStageOptions, PruneStageResult, ExpertSummary } from './stages/prune';
 export { runRoute, readRouting, readPruneRunConfig, datasetForSplit } from './stages/route';

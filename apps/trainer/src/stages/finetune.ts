@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { ConfigError, InputError, readSafetensors, Rng, type HostTensor } from '@aptp/core';
+import { ConfigError, InputError, readSafetensors, Rng } from '@aptp/core';
 import { batchToTensor, createDataLoader, openSource, resolveTransform, type Batch, type DataLoader, type DataLoaderState, type IndexedSource, type Source } from '@aptp/datasets';
 import { aptpLayout, expertConfig, prunedArchitecture, pruneWeights, UNET_FILES, writePrunedUNet } from '@aptp/unet-gating';
 import type { LoadedCheckpoint } from '../checkpoint';
@@ -10,7 +10,8 @@ import { runTraining, type StepMetrics, type TrainingProgress, type TrainingSumm
 import { variableTarget } from '../loop/trainingTarget';
 import { createAdamW, scaledLearningRate } from '../optim/config';
 import type { RunDir } from '../runDir';
-import { createTrainableExpert, finetuneStep, type FinetuneBatch, type FinetuneStepModel } from '../steps/finetuneStep';
+import { finetuneStep, type FinetuneBatch, type FinetuneStepModel } from '../steps/finetuneStep';
+import { createTrainableUNet, type TrainableUNet } from '../steps/trainableUNet';
 import { loadTeacher, readExperts } from './prune';
 import type { RoutingMapping } from './route';
 
@@ -60,7 +61,7 @@ export async function runFinetune(options: FinetuneStageOptions): Promise<Finetu
   const indices = routing.expert.flatMap((e, i) => (e === k ? [i] : []));
   if (indices.length === 0) throw new InputError('no training prompt is routed to this expert', { field: 'expert', found: k });
   const teacher = await loadTeacher(config.model.pretrainedModelNameOrPath);
-  let student: ReturnType<typeof createTrainableExpert> | null = null;
+  let student: TrainableUNet | null = null;
   try {
     // 1. slice the teacher's weights for the expert's hard architecture (APTP.md §6.2)
     const layout = aptpLayout(teacher.config);
@@ -68,7 +69,7 @@ export async function runFinetune(options: FinetuneStageOptions): Promise<Finetu
     const unetDir = path.join(teacher.dir, 'unet');
     const full = readSafetensors(path.join(unetDir, UNET_FILES.weights));
     const sliced = pruneWeights(plan, full, path.join(unetDir, UNET_FILES.weights));
-    student = createTrainableExpert(expertConfig(teacher.config), sliced, `expert${k}_${Math.random().toString(36).slice(2, 8)}`);
+    student = createTrainableUNet(expertConfig(teacher.config), sliced, `expert${k}`, { pruned: true });
     const parameters = Object.values(student.params).reduce((a, v) => a + v.size, 0);
     // 2. its prompts
     const source = subsetSource(await openSource(routing.dataset), indices, `expert-${k}`);
@@ -138,7 +139,7 @@ export async function runFinetune(options: FinetuneStageOptions): Promise<Finetu
       if (summary.status === 'completed') {
         expertDir = run.file(FINETUNE_FILES.unet);
         const baseJson = JSON.parse(fs.readFileSync(path.join(unetDir, UNET_FILES.config), 'utf8')) as Record<string, unknown>;
-        writePrunedUNet(expertDir, { baseJson, baseConfig: teacher.config, plan, weights: student.diffusersWeights() as Record<string, HostTensor> });
+        writePrunedUNet(expertDir, { baseJson, baseConfig: teacher.config, plan, weights: Object.fromEntries(student.diffusersWeights()) });
       }
       return { summary, expertDir, parameters, rows: indices.length };
     } finally {

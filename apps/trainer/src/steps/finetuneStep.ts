@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { DDPMScheduler, InputError, type HostTensor } from '@aptp/core';
+import { DDPMScheduler, InputError } from '@aptp/core';
 import { blockDistillationLoss, diffusionLoss, distillationLoss, type LossTerm } from '@aptp/losses';
-import { createEagerUNet, eagerTensorFactory, hostSource, type TensorFactory, type UNet2DConditionModel, type UNetConfig } from '@aptp/unet-gating';
+import type { UNet2DConditionModel } from '@aptp/unet-gating';
 import type { AdamW } from '../optim/adamW';
 import { blockKeys, diffusionWeights } from './pruneStep';
 
@@ -95,82 +95,4 @@ export async function finetuneStep(model: FinetuneStepModel, batch: FinetuneBatc
   } finally {
     tf.dispose([out.loss, ...Object.values(out.terms), ...Object.values(out.grads)]);
   }
-}
-
-type Kind = 'conv' | 'linear' | 'vector';
-
-/** A pruned expert with every weight a trainable variable, and the way back to diffusers host tensors. */
-export interface TrainableExpert {
-  unet: UNet2DConditionModel<tf.Tensor>;
-  /** Variables by eager key (GEGLU halves of `ff.net.0.proj` are `<key>#0`, `<key>#1`). */
-  params: Record<string, tf.Variable>;
-  /** Current weights in the diffusers layout and keys. */
-  diffusersWeights(): Record<string, HostTensor>;
-  dispose(): void;
-}
-
-function toDiffusers(t: tf.Tensor, kind: Kind): HostTensor {
-  const src = t.dataSync() as Float32Array;
-  if (kind === 'vector') return { dtype: 'float32', shape: [...t.shape], data: Float32Array.from(src) };
-  if (kind === 'linear') {
-    const [i, o] = t.shape as [number, number];
-    const out = new Float32Array(src.length);
-    for (let a = 0; a < o; a++) for (let b = 0; b < i; b++) out[a * i + b] = src[b * o + a]!;
-    return { dtype: 'float32', shape: [o, i], data: out };
-  }
-  const [kh, kw, i, o] = t.shape as [number, number, number, number];
-  const out = new Float32Array(src.length);
-  for (let a = 0; a < o; a++) for (let b = 0; b < i; b++) for (let y = 0; y < kh; y++) for (let x = 0; x < kw; x++) out[((a * i + b) * kh + y) * kw + x] = src[((y * kw + x) * i + b) * o + a]!;
-  return { dtype: 'float32', shape: [o, i, kh, kw], data: out };
-}
-
-/** Builds a physically pruned expert (`pruned: true`: widths from the weights) from diffusers host weights, trainable. */
-export function createTrainableExpert(config: UNetConfig, weights: ReadonlyMap<string, HostTensor>, label: string): TrainableExpert {
-  const params: Record<string, tf.Variable> = {};
-  const kinds = new Map<string, Kind>();
-  const wrap = (t: tf.Tensor, key: string, kind: Kind): tf.Tensor => {
-    const v = tf.variable(t, true, `${label}/${key}`);
-    t.dispose();
-    params[key] = v;
-    kinds.set(key, kind);
-    return v;
-  };
-  const factory: TensorFactory<tf.Tensor> = {
-    conv: (w, k) => wrap(eagerTensorFactory.conv(w, k), k, 'conv'),
-    linear: (w, k) => wrap(eagerTensorFactory.linear(w, k), k, 'linear'),
-    vector: (v, k) => wrap(eagerTensorFactory.vector(v, k), k, 'vector'),
-  };
-  const unet = createEagerUNet(config, hostSource(weights), { factory, pruned: true });
-  return {
-    unet,
-    params,
-    diffusersWeights() {
-      const out: Record<string, HostTensor> = {};
-      const parts = new Map<string, HostTensor[]>();
-      for (const [key, kind] of kinds) {
-        const host = toDiffusers(params[key]!, kind);
-        const m = /^(.*)#(\d+)$/.exec(key);
-        if (!m) {
-          out[key] = host;
-          continue;
-        }
-        const list = parts.get(m[1]!) ?? [];
-        list[Number(m[2])] = host;
-        parts.set(m[1]!, list);
-      }
-      for (const [key, list] of parts) {
-        const data = new Float32Array(list.reduce((s, p) => s + p.data.length, 0));
-        let off = 0;
-        for (const p of list) {
-          data.set(p.data as Float32Array, off);
-          off += p.data.length;
-        }
-        out[key] = { dtype: 'float32', shape: [list.reduce((s, p) => s + p.shape[0]!, 0), ...list[0]!.shape.slice(1)], data };
-      }
-      return out;
-    },
-    dispose() {
-      unet.dispose();
-    },
-  };
 }

@@ -59,10 +59,10 @@ function joinParts(parts: HostTensor[]): HostTensor {
 }
 
 /**
- * Builds the model from diffusers-layout host weights with every weight a trainable variable (names are unique per
- * call, so several models can coexist).
+ * Builds the model (or, with `pruned`, a physically pruned expert) from diffusers-layout host weights with every weight
+ * a trainable variable (names are unique per call, so several models can coexist).
  */
-export function createTrainableUNet(config: UNetConfig, weights: ReadonlyMap<string, HostTensor>, label = 'unet'): TrainableUNet {
+export function createTrainableUNet(config: UNetConfig, weights: ReadonlyMap<string, HostTensor>, label = 'unet', options: { pruned?: boolean } = {}): TrainableUNet {
   const params: Record<string, tf.Variable> = {};
   const kinds = new Map<string, Kind>();
   const uid = Math.random().toString(36).slice(2, 8);
@@ -78,7 +78,8 @@ export function createTrainableUNet(config: UNetConfig, weights: ReadonlyMap<str
     linear: (w, k) => wrap(eagerTensorFactory.linear(w, k), k, 'linear'),
     vector: (v, k) => wrap(eagerTensorFactory.vector(v, k), k, 'vector'),
   };
-  const unet = createEagerUNet(config, hostSource(weights), { factory });
+  // `pruned`: a physically pruned expert (widths read from the weights), as `loadExpert` builds it
+  const unet = createEagerUNet(config, hostSource(weights), { factory, pruned: options.pruned ?? false });
   return {
     unet,
     params,
