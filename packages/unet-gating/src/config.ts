@@ -68,6 +68,13 @@ export interface UNetConfig {
   convOutKernel: number;
   /** Width of the time embedding (`time_embedding_dim`, default 4·block_out_channels[0]). */
   timeEmbedDim: number;
+  /**
+   * `addition_embed_type: "text"`: a `TextTimeEmbedding` (`add_embedding`) pools the text states by attention and
+   * adds the result to the time embedding, so every ResNet sees the prompt (null: none, SD 1.x/2.x).
+   */
+  additionEmbedType: 'text' | null;
+  /** Heads of the `add_embedding` attention pooling (`addition_embed_type_num_heads`). */
+  additionEmbedHeads: number;
   /** APTP: feed-forward gates present (`gated_ff`). */
   gatedFf: boolean;
   /** APTP: feed-forward gate elements per transformer (`ff_gate_width`, reference default 32). */
@@ -107,9 +114,9 @@ const diffusersUNetSchema = z.strictObject({
   dual_cross_attention: z.literal(false).default(false),
   use_linear_projection: z.boolean().default(false),
   class_embed_type: z.null().default(null),
-  addition_embed_type: z.null().default(null),
+  addition_embed_type: z.union([z.null(), z.literal('text')]).default(null),
   addition_time_embed_dim: z.null().default(null),
-  addition_embed_type_num_heads: z.number().default(64),
+  addition_embed_type_num_heads: posInt.default(64),
   num_class_embeds: z.null().default(null),
   upcast_attention: z.boolean().default(false),
   resnet_time_scale_shift: z.literal('default').default('default'),
@@ -207,6 +214,15 @@ export function parseUNetConfig(json: unknown, file = 'unet/config.json'): UNetC
   down.forEach(([t], i) => t === 'CrossAttnDownBlock2D' && check(channels[i]!, heads[i]!, `down_blocks.${i}`));
   check(channels[nDown - 1]!, heads[nDown - 1]!, 'mid_block');
   up.forEach(([t], i) => t === 'CrossAttnUpBlock2D' && check(channels[nDown - 1 - i]!, heads[nDown - 1 - i]!, `up_blocks.${i}`));
+  if (c.addition_embed_type === 'text' && c.cross_attention_dim % c.addition_embed_type_num_heads !== 0) {
+    throw new ConfigError('cross_attention_dim must be whole heads of the text pooling', {
+      code: 'E_CONFIG_VALUE',
+      file,
+      field: 'addition_embed_type_num_heads',
+      expected: `a divisor of cross_attention_dim ${c.cross_attention_dim}`,
+      found: c.addition_embed_type_num_heads,
+    });
+  }
   for (const [i, ch] of channels.entries()) {
     if (ch % c.norm_num_groups !== 0) {
       throw new ConfigError(`block_out_channels[${i}] = ${ch} not divisible by norm_num_groups`, { code: 'E_CONFIG_VALUE', file, field: 'norm_num_groups', expected: `a divisor of ${ch}`, found: c.norm_num_groups });
@@ -239,6 +255,8 @@ export function parseUNetConfig(json: unknown, file = 'unet/config.json'): UNetC
     convInKernel: c.conv_in_kernel,
     convOutKernel: c.conv_out_kernel,
     timeEmbedDim: c.time_embedding_dim ?? 4 * channels[0]!,
+    additionEmbedType: c.addition_embed_type,
+    additionEmbedHeads: c.addition_embed_type_num_heads,
     gatedFf: c.gated_ff,
     ffGateWidth: c.ff_gate_width,
   };

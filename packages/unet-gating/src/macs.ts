@@ -169,6 +169,7 @@ export function macsModel(cfg: UNetConfig, input: MacsInput, layout: Architectur
     'time_embedding.linear_1': linear(1, c0, T),
     'time_embedding.act': silu,
     'time_embedding.linear_2': linear(1, T, T),
+    ...textTimeEmbeddingMacs(cfg, input.textTokens),
     conv_in: conv(cfg.convInKernel, cfg.inChannels, c0, area(0)),
     conv_norm_out: 2 * c0 * area(0),
     conv_act: silu,
@@ -215,6 +216,27 @@ export function macsModel(cfg: UNetConfig, input: MacsInput, layout: Architectur
     fullPrunableMacs: subBlocks.reduce((a, sb) => a + (sb.hasDepthGate ? sb.totalMacs : sb.prunableMacs), 0),
     sumSubBlockTotal,
     sumFixedParts,
+  };
+}
+
+/**
+ * `add_embedding` (`addition_embed_type: "text"`; absent from the reference, counted by the same rules): norm1 on
+ * S tokens, q on the one pooled token, k/v on S + 1 tokens, the attention core heads·(N·d + N + N·d) with N = S + 1
+ * keys for the single query, proj, norm2.
+ */
+function textTimeEmbeddingMacs(cfg: UNetConfig, textTokens: number): Record<string, number> {
+  if (cfg.additionEmbedType !== 'text') return {};
+  const d = cfg.crossAttentionDim;
+  const heads = cfg.additionEmbedHeads;
+  const n = textTokens + 1;
+  return {
+    'add_embedding.norm1': textTokens * d,
+    'add_embedding.pool.q_proj': linear(1, d, d),
+    'add_embedding.pool.k_proj': linear(n, d, d),
+    'add_embedding.pool.v_proj': linear(n, d, d),
+    'add_embedding.pool.attention': heads * (2 * n * (d / heads) + n),
+    'add_embedding.proj': linear(1, d, cfg.timeEmbedDim),
+    'add_embedding.norm2': cfg.timeEmbedDim,
   };
 }
 

@@ -6,6 +6,7 @@ import { readUNetConfig, unetStructure, type UNetConfig, type UNetStructure, typ
 import { ParamScope, ParamStore, eagerTensorFactory, safetensorsSource, type TensorFactory, type WeightSource, type LoadedParam } from './weights';
 import type { CaptureFn, ForwardContext, LoadContext } from './blocks/context';
 import { TimestepEmbedding } from './blocks/embeddings';
+import { TextTimeEmbedding } from './blocks/textTimeEmbedding';
 import { CrossAttnDownBlock2D, DownBlock2D, type DownBlock } from './blocks/downBlock';
 import { UNetMidBlock2DCrossAttn } from './blocks/midBlock';
 import { CrossAttnUpBlock2D, UpBlock2D, type UpBlock } from './blocks/upBlock';
@@ -82,6 +83,8 @@ export class UNet2DConditionModel<T> {
     readonly ops: Ops<T>,
     readonly pruned: boolean,
     readonly timeEmbedding: TimestepEmbedding<T>,
+    /** `add_embedding` (`addition_embed_type: "text"`), or null. */
+    readonly addEmbedding: TextTimeEmbedding<T> | null,
     readonly convIn: LoadedParam<T>,
     readonly downBlocks: DownBlock<T>[],
     readonly midBlock: UNetMidBlock2DCrossAttn<T>,
@@ -112,6 +115,7 @@ export class UNet2DConditionModel<T> {
     try {
       const c0 = config.blockOutChannels[0]!;
       const timeEmbedding = TimestepEmbedding.load(p.child('time_embedding'), config);
+      const addEmbedding = config.additionEmbedType === 'text' ? TextTimeEmbedding.load(p.child('add_embedding'), config) : null;
       const convIn = p.conv('conv_in', [c0, config.inChannels, config.convInKernel, config.convInKernel]);
       const downBlocks = structure.down.map((s) => DOWN_BLOCKS[s.type]!(p.child(s.name), s, lc));
       const midBlock = UNetMidBlock2DCrossAttn.load(p.child('mid_block'), structure.mid, lc);
@@ -126,7 +130,7 @@ export class UNet2DConditionModel<T> {
           field: unused.slice(0, 5).join(', ') + (unused.length > 5 ? `, … (${unused.length} in all)` : ''),
         });
       }
-      return new UNet2DConditionModel(config, structure, ops, lc.pruned, timeEmbedding, convIn, downBlocks, midBlock, upBlocks, convNormOut, convOut, store.created, release);
+      return new UNet2DConditionModel(config, structure, ops, lc.pruned, timeEmbedding, addEmbedding, convIn, downBlocks, midBlock, upBlocks, convNormOut, convOut, store.created, release);
     } catch (err) {
       release(store.created);
       throw err;
@@ -163,7 +167,13 @@ export class UNet2DConditionModel<T> {
       // 1. time embedding
       const tProj = this.timeEmbedding.project(o, timesteps);
       capture?.('t_proj', tProj, 'vector');
-      const temb = this.timeEmbedding.forward(o, tProj);
+      let temb = this.timeEmbedding.forward(o, tProj);
+      if (this.addEmbedding) {
+        // diffusers: emb = time_embedding(t) + add_embedding(encoder_hidden_states)
+        const aug = this.addEmbedding.forward(o, input.encoderHiddenStates);
+        capture?.('add_embedding', aug, 'vector');
+        temb = o.add(temb, aug);
+      }
       capture?.('temb', temb, 'vector');
       const ctx: ForwardContext<T> = { o, tembAct: o.silu(temb), context: input.encoderHiddenStates, gates, placement: input.placement ?? 'reference', capture };
       // 2. conv_in: the first skip

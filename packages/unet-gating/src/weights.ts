@@ -57,7 +57,7 @@ export interface TensorFactory<T> {
   conv(w: HostTensor, key: string): T;
   /** Linear weight `[O, I]`. */
   linear(w: HostTensor, key: string): T;
-  /** Vectors (biases, norm weights). */
+  /** Vectors (biases, norm weights `[C]`; learned rows `[1, C]`). */
   vector(v: HostTensor, key: string): T;
 }
 
@@ -85,7 +85,7 @@ export const eagerTensorFactory: TensorFactory<tf.Tensor> = {
     return tf.tensor2d(out, [i, o]);
   },
   vector(v) {
-    return tf.tensor1d(f32(v));
+    return tf.tensor(f32(v), [...v.shape]); // [C], or a [1, C] row
   },
 };
 
@@ -210,6 +210,11 @@ export class ParamScope<T> {
     return out;
   }
 
+  /** A learned `[1, C]` row (e.g. `pool.positional_embedding`), added to `[B, C]` vectors. */
+  row(name: string, channels: number): T {
+    return this.load(name, [1, channels], (t, k) => this.store.factory.vector(t, k));
+  }
+
   /** GroupNorm / LayerNorm `<name>.weight [C]`, `<name>.bias [C]`. */
   norm(name: string, channels: number | null): { weight: T; bias: T; channels: number } {
     const shape = this.shape(`${name}.weight`, [channels]);
@@ -243,6 +248,14 @@ export function randomUNetWeights(cfg: UNetConfig, seed: number, std = 0.1): Map
   const t = cfg.timeEmbedDim;
   lin('time_embedding.linear_1', t, c0);
   lin('time_embedding.linear_2', t, t);
+  if (cfg.additionEmbedType === 'text') {
+    const d = cfg.crossAttentionDim;
+    norm('add_embedding.norm1', d);
+    add('add_embedding.pool.positional_embedding', [1, d]);
+    for (const k of ['q_proj', 'k_proj', 'v_proj']) lin(`add_embedding.pool.${k}`, d, d);
+    lin('add_embedding.proj', t, d);
+    norm('add_embedding.norm2', t);
+  }
   conv('conv_in', c0, cfg.inChannels, cfg.convInKernel);
   for (const b of s.blocks) {
     for (const r of b.resnets) {

@@ -30,6 +30,7 @@ const TINY = {
   lrWarmupSteps: 0,
   emaDecay: 0.9,
   saveEvery: 1,
+  checkSamples: 2,
   backend: 'wasm',
   unet: TINY_TEACHER_UNET,
   conditioning: { sequenceLength: 8 },
@@ -53,7 +54,7 @@ describe('aptp-trainer teacher', () => {
     const r = await cli(['teacher', '--help']);
     expect(r.code).toBe(0);
     for (const flag of ['--steps', '--batch-size', '--resume', '--export', '--caption-dropout', '--snr-gamma', '--ema-decay', '--config']) expect(r.out).toContain(flag);
-    expect(r.out).toMatch(/--steps <n> +optimizer steps .*\(default: 2000\)/);
+    expect(r.out).toMatch(/--steps <n> +optimizer steps .*\(default: 3000\)/);
   });
 
   it('the committed config file is valid and describes the default UNet', () => {
@@ -104,6 +105,9 @@ describe('aptp-trainer teacher', () => {
     unet.dispose();
     const prov = JSON.parse(fs.readFileSync(path.join(exportDir, 'provenance.json'), 'utf8'));
     expect(prov).toMatchObject({ status: 'completed', stepsDone: 2, stepsPlanned: 2, seed: 1, backend: 'wasm', exportedWeights: 'EMA (decay 0.9)' });
+    expect(prov.captionReliance.samples).toBe(2);
+    expect(prov.captionReliance.meanSquaredError.map((r: { t: number }) => r.t)).toEqual([300, 600, 900]);
+    expect(prov.captionReliance.meanSquaredError.every((r: { true: number; wrong: number }) => r.true > 0 && r.wrong > 0)).toBe(true);
     expect(readMetrics(path.join(exportDir, 'metrics.jsonl')).map((m) => m.step)).toEqual([1, 2]);
     expect(JSON.parse(fs.readFileSync(path.join(exportDir, 'unet/config.json'), 'utf8'))).toMatchObject({ _class_name: 'UNet2DConditionModel', block_out_channels: [8, 16] });
   });

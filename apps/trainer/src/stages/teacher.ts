@@ -21,6 +21,7 @@ import { runTraining, type TrainingProgress, type TrainingSummary } from '../loo
 import { variableTarget } from '../loop/trainingTarget';
 import { createTrainableUNet, initUNetWeights } from '../steps/trainableUNet';
 import { teacherStep } from '../steps/teacherStep';
+import { captionReliance, loadTeacherParts } from './teacherCheck';
 
 /**
  * The teacher stage (issue 7 item 1): trains a text-conditioned UNet from scratch with the denoising loss on the
@@ -32,15 +33,16 @@ import { teacherStep } from '../steps/teacherStep';
  *   model_index.json, metrics.jsonl (the training's), provenance.json
  *
  * Default model: a pixel-space 3-channel UNet in the SD 2.x family with 3 levels (32, 16, 8 px; 16/32/64 channels),
- * `DownBlock2D, CrossAttnDownBlock2D, CrossAttnDownBlock2D` + `UNetMidBlock2DCrossAttn` + `CrossAttnUpBlock2D,
- * CrossAttnUpBlock2D, UpBlock2D`, 2 ResNets per down block (3 per up block) so APTP's half-gated depth gates apply,
- * linear projections, GEGLU feed-forward, `gated_ff` with 16 feed-forward groups; 1.6 M parameters. Cross-attention
- * at 32×32 (a CrossAttnDownBlock2D first block) does not fit this machine's budget (tfjs-wasm runs attention per
- * image and head: > 3 s per step at batch 16 for that level alone); with text only at 8×8 the text signal was lost
- * through the 16/32 px ResNets (measured), hence the 16×16 cross-attention. v-prediction on a cosine noise schedule
+ * `DownBlock2D, DownBlock2D, CrossAttnDownBlock2D` + `UNetMidBlock2DCrossAttn` + `CrossAttnUpBlock2D, UpBlock2D,
+ * UpBlock2D`, 2 ResNets per down block (3 per up block) so APTP's half-gated depth gates apply, linear projections,
+ * GEGLU feed-forward, `gated_ff` with 16 feed-forward groups, and diffusers' `addition_embed_type: "text"`: the prompt
+ * is pooled by attention (`TextTimeEmbedding`) and added to the time embedding, so every ResNet sees it.
+ * Why this shape (measured, see apps/trainer/README.md `## Teacher`): with cross-attention alone a 1000-step teacher
+ * ignored its prompt (caption-reliance gap 0.4 % at t = 900); the pooled text made the gap 21–33 % within 300–500
+ * steps. Cross-attention at 16×16 costs 60 % more per step than at 8×8 only (tfjs-wasm runs attention per image and
+ * head), so the spatial text binding lives at 8×8 and in the mid block. v-prediction on a cosine noise schedule
  * (squaredcos_cap_v2, suited to small pixel images), min-SNR-γ = 5, 10% empty captions for classifier-free guidance,
- * EMA of the weights (exported). See apps/trainer/README.md `## Teacher` for what the committed teacher can and
- * cannot do.
+ * EMA of the weights (exported).
  */
 export const DEFAULT_TEACHER_UNET = {
   _class_name: 'UNet2DConditionModel',
@@ -48,9 +50,9 @@ export const DEFAULT_TEACHER_UNET = {
   in_channels: 3,
   out_channels: 3,
   block_out_channels: [16, 32, 64],
-  down_block_types: ['DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'],
+  down_block_types: ['DownBlock2D', 'DownBlock2D', 'CrossAttnDownBlock2D'],
   mid_block_type: 'UNetMidBlock2DCrossAttn',
-  up_block_types: ['CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'],
+  up_block_types: ['CrossAttnUpBlock2D', 'UpBlock2D', 'UpBlock2D'],
   layers_per_block: 2,
   attention_head_dim: [1, 2, 2],
   cross_attention_dim: 64,
@@ -60,6 +62,8 @@ export const DEFAULT_TEACHER_UNET = {
   freq_shift: 0,
   gated_ff: true,
   ff_gate_width: 16,
+  addition_embed_type: 'text',
+  addition_embed_type_num_heads: 4,
 } as const;
 
 const schedulerSchema = z.strictObject({
@@ -90,7 +94,7 @@ export const teacherSchema = z.strictObject({
   resume: z.boolean().default(false).describe('continue the run in --out from its latest checkpoint'),
   export: z.string().optional().describe('folder to write the trained teacher into (default <run folder>/teacher)'),
   seed: num().pipe(z.number().int().min(0)).default(0).describe('seed of the weight init, noise, timesteps and caption dropout'),
-  steps: num().pipe(z.number().int().min(1)).default(2000).describe('optimizer steps (each on new samples)'),
+  steps: num().pipe(z.number().int().min(1)).default(3000).describe('optimizer steps (each on new samples)'),
   batchSize: num().pipe(z.number().int().min(1)).default(8).describe('samples per step'),
   learningRate: num().pipe(z.number().positive()).default(2e-3).describe('AdamW learning rate'),
   lrScheduler: z.enum(LR_SCHEDULERS).default('constant_with_warmup').describe('learning-rate schedule'),
@@ -101,6 +105,7 @@ export const teacherSchema = z.strictObject({
   captionDropout: num().pipe(z.number().min(0).max(1)).default(0.1).describe('share of empty captions (classifier-free guidance)'),
   snrGamma: num().pipe(z.number().positive()).nullable().default(5).describe('min-SNR-γ weighting (APTP.md §5.1); null = plain MSE'),
   saveEvery: num().pipe(z.number().int().min(0)).default(50).describe('checkpoint every N steps'),
+  checkSamples: num().pipe(z.number().int().min(0)).default(32).describe('validation images of the caption-reliance check written to provenance.json (0 = skip)'),
   backend: z.string().optional().describe('tensor backend: wasm | cpu | tfjs-node (env APTP_BACKEND)'),
   unet: z.record(z.string(), z.unknown()).default({ ...DEFAULT_TEACHER_UNET }).describe('diffusers UNet config.json (snake_case; config file only)'),
   scheduler: schedulerSchema.default(schedulerSchema.parse({})).describe('training noise schedule (config file only)'),
@@ -111,7 +116,7 @@ export type TeacherArgs = z.output<typeof teacherSchema>;
 
 /** The parts of the options that define the trained model and its data (saved in config.json and checkpoints). */
 export function teacherRunConfig(args: TeacherArgs): Record<string, unknown> {
-  const { out: _o, resume: _r, export: _e, backend: _b, ...rest } = args;
+  const { out: _o, resume: _r, export: _e, backend: _b, checkSamples: _c, ...rest } = args;
   return rest;
 }
 
@@ -211,11 +216,25 @@ export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRun
         runDir: run.dir,
       },
     });
+    if (args.checkSamples > 0) await addCaptionReliance(exportDir, world, args.checkSamples);
     return { summary, exportDir };
   } finally {
     optimizer.dispose();
     if (ema) tf.dispose(Object.values(ema));
     trainable.dispose();
+  }
+}
+
+/** Measures the exported teacher's caption reliance (stages/teacherCheck.ts) and adds it to provenance.json. */
+async function addCaptionReliance(dir: string, world: SyntheticWorld, samples: number): Promise<void> {
+  const parts = await loadTeacherParts(dir);
+  try {
+    const rows = captionReliance(parts, world, { samples });
+    const file = path.join(dir, TEACHER_FILES.provenance);
+    const prov = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+    writeJsonAtomic(file, { ...prov, captionReliance: { samples, split: 'validation', meanSquaredError: rows } });
+  } finally {
+    parts.unet.dispose();
   }
 }
 

@@ -109,7 +109,7 @@ export function createTrainableUNet(config: UNetConfig, weights: ReadonlyMap<str
 /**
  * Fresh weights for a config with PyTorch's default initialisation (what `UNet2DConditionModel(**config)` gets):
  * conv and linear weights and biases U(−1/√fan_in, 1/√fan_in) (kaiming-uniform with a = √5), GroupNorm/LayerNorm
- * weight 1 and bias 0. `zeroOut` also zeroes `conv_out` (the prediction starts at 0; a common diffusion choice).
+ * weight 1 and bias 0, `AttentionPooling.positional_embedding` N(0, 1/D). `zeroOut` also zeroes `conv_out` (the prediction starts at 0; a common diffusion choice).
  * Deterministic per (seed, key).
  */
 export function initUNetWeights(config: UNetConfig, seed: number, options: { zeroOut?: boolean } = {}): Map<string, HostTensor> {
@@ -120,6 +120,7 @@ export function initUNetWeights(config: UNetConfig, seed: number, options: { zer
     const n = t.data.length;
     let data: Float32Array;
     if (isNorm(key)) data = new Float32Array(n).fill(key.endsWith('.weight') ? 1 : 0);
+    else if (key.endsWith('.positional_embedding')) data = Rng.forKey(seed, 'init', key).normal(n, 0, 1 / Math.sqrt(t.shape[1]!)); // torch.randn(1, D) / √D
     else if (options.zeroOut && key.startsWith('conv_out.')) data = new Float32Array(n);
     else {
       const w = key.endsWith('.bias') ? shapes.get(`${key.slice(0, -'.bias'.length)}.weight`) : t;

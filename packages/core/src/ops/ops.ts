@@ -82,6 +82,14 @@ export interface Ops<T> {
   /** `[B, w] → [B, w·groupSize]`: each element repeated `groupSize` times (gate element → its channels). */
   expandGroups(g: T, groupSize: number): T;
 
+  // ---- token ops ------------------------------------------------------------------------------------------
+  /** Mean over the tokens: `[B, S, C] → [B, C]` (for S = 1: the token itself as a vector). */
+  meanTokens(x: T): T;
+  /** A per-sample vector as a one-token sequence: `[B, C] → [B, 1, C]`. */
+  asToken(v: T): T;
+  /** Concatenates token sequences `[B, S_i, C]` along the token axis (first input first). */
+  concatTokens(xs: T[]): T;
+
   // ---- batch ops --------------------------------------------------------------------------------------------
   /** `(1 − d)·x + d·fx` with a per-sample `d [B]` (depth gate blending). */
   blend(x: T, fx: T, d: T): T;

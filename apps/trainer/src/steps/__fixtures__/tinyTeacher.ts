@@ -1,4 +1,7 @@
-/** Test fixture: a tiny teacher-shaped UNet (both block kinds, a GEGLU transformer with split weights, linear projections). */
+/**
+ * Test fixture: a tiny teacher-shaped UNet (both block kinds, a GEGLU transformer with split weights, linear
+ * projections, the pooled-text `add_embedding` of the default teacher).
+ */
 export const TINY_TEACHER_UNET = {
   sample_size: 16,
   in_channels: 3,
@@ -13,4 +16,6 @@ export const TINY_TEACHER_UNET = {
   use_linear_projection: true,
   gated_ff: true,
   ff_gate_width: 4,
+  addition_embed_type: 'text',
+  addition_embed_type_num_heads: 2,
 };

@@ -168,6 +168,19 @@ export class EagerOps implements Ops<tf.Tensor> {
     return tf.add(tf.mul(x, tf.sub(1, dd)), tf.mul(fx, dd));
   }
 
+  meanTokens(x: tf.Tensor): tf.Tensor {
+    return tf.mean(x, 1);
+  }
+
+  asToken(v: tf.Tensor): tf.Tensor {
+    const [b, c] = v.shape as [number, number];
+    return tf.reshape(v, [b, 1, c]);
+  }
+
+  concatTokens(xs: tf.Tensor[]): tf.Tensor {
+    return xs.length === 1 ? tf.clone(xs[0]!) : tf.concat(xs, 1);
+  }
+
   repeatBatch(x: tf.Tensor, times: number): tf.Tensor {
     return times === 1 ? tf.clone(x) : tf.concat(new Array<tf.Tensor>(times).fill(x), 0);
   }

@@ -180,9 +180,10 @@ export class OnnxOps implements Ops<OnnxValue> {
     return this.weight(t, [i, o], key);
   }
 
-  /** A bias or norm vector `[C]`. */
+  /** A bias or norm vector `[C]` (or a `[1, C]` row, e.g. a learned embedding added to `[B, C]` vectors). */
   vectorWeight(v: OnnxHostWeight, key?: string): OnnxValue {
-    if (v.shape.length !== 1) throw new ShapeError('vector weight must be 1-D', { field: key, found: v.shape });
+    const row = v.shape.length === 2 && v.shape[0] === 1;
+    if (v.shape.length !== 1 && !row) throw new ShapeError('vector weight must be [C] or [1, C]', { field: key, found: v.shape });
     return this.weight(v.data, v.shape, key);
   }
 
@@ -392,6 +393,36 @@ export class OnnxOps implements Ops<OnnxValue> {
     return this.op('Reshape', [wide, this.i64([0, -1])], {}, [b, mulDim(w, groupSize)]);
   }
 
+  // ---- Ops: token ops ---------------------------------------------------------------------------------------------
+
+  meanTokens(x: OnnxValue): OnnxValue {
+    const [b, , c] = this.rank(x, 3, 'meanTokens');
+    // ReduceMean takes its axes as an input from opset 18 on, as an attribute before
+    const mean =
+      this.opset >= 18
+        ? this.graph.op('ReduceMean', [x.name, this.i64([1])], { keepdims: 0 })
+        : this.graph.op('ReduceMean', [x.name], { axes: [1], keepdims: 0 });
+    return this.value(mean, 'float32', [b!, c!]);
+  }
+
+  asToken(v: OnnxValue): OnnxValue {
+    const [b, c] = this.rank(v, 2, 'asToken');
+    return this.op('Unsqueeze', [v.name, this.i64([1])], {}, [b!, 1, c!]);
+  }
+
+  concatTokens(xs: OnnxValue[]): OnnxValue {
+    if (xs.length === 0) throw new InputError('concatTokens needs at least one input', { field: 'xs' });
+    if (xs.length === 1) return xs[0]!;
+    const [b, , c] = this.rank(xs[0]!, 3, 'concatTokens');
+    let tokens: OnnxDim = 0;
+    for (const x of xs) {
+      const [, s, cx] = this.rank(x, 3, 'concatTokens');
+      if (cx !== c) throw new ShapeError('concatTokens: inputs must have the same channels', { field: x.name, expected: c, found: cx });
+      tokens = addDim(tokens, s!);
+    }
+    return this.op('Concat', xs.map((x) => x.name), { axis: 1 }, [b!, tokens, c!]);
+  }
+
   // ---- Ops: batch ops ---------------------------------------------------------------------------------------------
 
   blend(x: OnnxValue, fx: OnnxValue, d: OnnxValue): OnnxValue {
@@ -503,6 +534,11 @@ export class OnnxOps implements Ops<OnnxValue> {
 function mulDim(a: OnnxDim, b: OnnxDim): OnnxDim {
   if (typeof a === 'number' && typeof b === 'number') return a * b;
   return `${a}*${b}`;
+}
+
+function addDim(a: OnnxDim, b: OnnxDim): OnnxDim {
+  if (typeof a === 'number' && typeof b === 'number') return a + b;
+  return `${a}+${b}`;
 }
 
 function convDim(d: OnnxDim, k: number, s: number, p: number): OnnxDim {

@@ -135,6 +135,17 @@ const CASES: Case[] = [
   { name: 'expandGroups ×1', args: [gate('g', [2, 3])], run: (o, [g]) => o.scale(o.expandGroups(g!, 1), 1) },
   { name: 'blend (maps)', args: [map('x', [2, 3, 4, 5]), map('f', [2, 3, 4, 5]), gate('d', [2])], run: (o, [x, f, d]) => o.blend(o.fromNCHW(x!), o.fromNCHW(f!), d!), outMap: true },
   { name: 'blend (tokens)', args: [ten('x', [2, 4, 3]), ten('f', [2, 4, 3]), gate('d', [2])], run: (o, [x, f, d]) => o.blend(x!, f!, d!) },
+  { name: 'meanTokens', args: [ten('x', [2, 5, 3])], run: (o, [x]) => o.meanTokens(x!) },
+  { name: 'meanTokens (opset 17: axes attribute)', args: [ten('x', [3, 4, 2])], run: (o, [x]) => o.meanTokens(x!), onnx: { opset: 17 } },
+  { name: 'asToken', args: [ten('v', [2, 5])], run: (o, [v]) => o.asToken(v!) },
+  { name: 'concatTokens', args: [ten('a', [2, 1, 3]), ten('b', [2, 4, 3])], run: (o, [a, b]) => o.concatTokens([a!, b!]) },
+  {
+    name: 'concatTokens → meanTokens (dynamic token count)',
+    args: [ten('a', [2, 1, 3]), ten('b', [2, 4, 3], [2, 's', 3])],
+    alsoShapes: [[[2, 1, 3], [2, 7, 3]]],
+    run: (o, [a, b]) => o.meanTokens(o.concatTokens([a!, b!])),
+  },
+  { name: 'asToken → concatTokens → meanTokens', args: [ten('v', [2, 3]), ten('x', [2, 4, 3])], run: (o, [v, x]) => o.meanTokens(o.concatTokens([o.asToken(v!), x!])) },
   { name: 'repeatBatch', args: [ten('x', [2, 3])], run: (o, [x]) => o.repeatBatch(x!, 3) },
   {
     name: 'repeatBatch of gates for CFG (dynamic token count)',

@@ -1,0 +1,59 @@
+import * as path from 'node:path';
+import { z } from 'zod';
+import { Command, ConfigError, ProgressBar, describeBackend, initBackend, writeJsonAtomic } from '@aptp/core';
+import { SyntheticWorld } from '@aptp/datasets';
+import { DEFAULT_TEACHER_DIR } from '../config/reference';
+import { captionReliance, formatReliance, loadTeacherParts, teacherSampleSheet } from '../stages/teacherCheck';
+
+const num = () => z.coerce.number();
+
+export const teacherCheckSchema = z.strictObject({
+  teacher: z.string().default(DEFAULT_TEACHER_DIR).describe('teacher model folder'),
+  samples: num().pipe(z.number().int().min(2)).default(32).describe('validation images for the caption-reliance losses'),
+  timesteps: z.string().default('300,600,900').describe('comma-separated timesteps'),
+  seed: num().pipe(z.number().int().min(0)).default(0).describe('noise seed (and the synthetic world seed)'),
+  grid: z.string().optional().describe('also write a PNG of real renders above teacher samples (4 prompts per category)'),
+  steps: num().pipe(z.number().int().min(1)).default(30).describe('DDIM steps of the --grid samples'),
+  guidance: num().pipe(z.number().min(0)).default(3).describe('classifier-free guidance of the --grid samples'),
+  json: z.string().optional().describe('write the numbers to this JSON file'),
+  backend: z.string().optional().describe('tensor backend: wasm | cpu | tfjs-node (env APTP_BACKEND)'),
+});
+
+/**
+ * `aptp-trainer teacher-check`: does a teacher use its prompt? Prints the denoising error with the true, the empty
+ * and a wrong caption on validation images (see stages/teacherCheck.ts) and optionally draws a sample sheet.
+ */
+export const teacherCheckCommand: Command<typeof teacherCheckSchema> = {
+  name: 'teacher-check',
+  summary: 'measure how much a teacher relies on its prompt (true vs empty vs wrong caption) and draw samples',
+  schema: teacherCheckSchema,
+  async run(args, ctx) {
+    const timesteps = args.timesteps.split(',').map((s) => Number(s.trim()));
+    const choice = await initBackend({ backend: args.backend });
+    ctx.err.write(`${describeBackend(choice)}\n`);
+    const parts = await loadTeacherParts(args.teacher);
+    const T = parts.scheduler.config.numTrainTimesteps;
+    if (timesteps.some((t) => !Number.isInteger(t) || t < 0 || t >= T)) {
+      parts.unet.dispose();
+      throw new ConfigError('timesteps must be integers in [0, T)', { field: '--timesteps', expected: `0 … ${T - 1}`, found: args.timesteps });
+    }
+    const size = parts.unet.config.sampleSize;
+    const world = new SyntheticWorld({ seed: args.seed, imageSize: typeof size === 'number' ? size : 32 });
+    let rows;
+    try {
+      rows = captionReliance(parts, world, { samples: args.samples, timesteps, seed: args.seed });
+    } finally {
+      parts.unet.dispose();
+    }
+    ctx.out.write(`caption reliance of ${args.teacher} (${args.samples} validation images; mean squared error of the prediction)\n`);
+    ctx.out.write(formatReliance(rows));
+    let prompts: string[] | undefined;
+    if (args.grid) {
+      const bar = new ProgressBar(ctx.err);
+      prompts = await teacherSampleSheet(args.teacher, world, args.grid, { steps: args.steps, guidance: args.guidance, onProgress: bar.update });
+      ctx.out.write(`sample sheet: ${path.resolve(args.grid)}\n`);
+    }
+    if (args.json) writeJsonAtomic(args.json, { teacher: args.teacher, samples: args.samples, seed: args.seed, captionReliance: rows, grid: args.grid ?? null, gridPrompts: prompts ?? null });
+    return 0;
+  },
+};

@@ -1,0 +1,141 @@
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { Rng, loadNoiseSchedule, type DDPMScheduler, type ProgressCallback } from '@aptp/core';
+import { SyntheticWorld, writeContactSheet, type ContactSheetTile, type SyntheticSplit } from '@aptp/datasets';
+import { HashedTextConditioner, loadTextToImage, loadUNet, type UNet2DConditionModel } from '@aptp/unet-gating';
+
+/**
+ * Does a teacher use its prompt? (issue 7 item 1: "sampling from it gives recognisable shapes for the prompts").
+ *
+ * `captionReliance` measures it without sampling: on n validation images (prompts never trained on) at fixed
+ * timesteps t, the mean squared error of the prediction against the training target with
+ *   - the true caption,
+ *   - the empty caption (what classifier-free guidance subtracts),
+ *   - a wrong caption (the caption of another image of the batch: rotated by one),
+ * all with the same x_t. A model that ignores the text has the three equal; the gap wrong − true is what the text
+ * explains (relative gap = (wrong − true) / wrong). `teacherSampleSheet` draws real renders above teacher samples
+ * for a few prompts of each category.
+ */
+export interface CaptionRelianceRow {
+  t: number;
+  true: number;
+  empty: number;
+  wrong: number;
+  /** (wrong − true) / wrong. */
+  relativeGap: number;
+}
+
+export interface CaptionRelianceOptions {
+  /** Validation images (default 32). */
+  samples?: number;
+  timesteps?: number[];
+  seed?: number;
+  /** Forward batch size (default 16). */
+  batchSize?: number;
+}
+
+export interface TeacherParts {
+  unet: UNet2DConditionModel<tf.Tensor>;
+  conditioner: HashedTextConditioner;
+  scheduler: DDPMScheduler;
+}
+
+export const RELIANCE_TIMESTEPS = [300, 600, 900];
+
+export function captionReliance(model: TeacherParts, world: SyntheticWorld, options: CaptionRelianceOptions = {}): CaptionRelianceRow[] {
+  const n = options.samples ?? 32;
+  const B = options.batchSize ?? 16;
+  const seed = options.seed ?? 0;
+  const split: SyntheticSplit = 'validation';
+  const rows: CaptionRelianceRow[] = [];
+  for (const t of options.timesteps ?? RELIANCE_TIMESTEPS) {
+    const sums = { true: 0, empty: 0, wrong: 0 };
+    for (let start = 0; start < n; start += B) {
+      const idx = Array.from({ length: Math.min(B, n - start) }, (_, b) => start + b);
+      const samples = idx.map((i) => world.sample(split, i));
+      const { height: H, width: W } = samples[0]!.image;
+      const hw = H * W;
+      const x0 = new Float32Array(idx.length * 3 * hw);
+      const noise = new Float32Array(idx.length * 3 * hw);
+      samples.forEach((s, b) => {
+        for (let p = 0; p < hw; p++) for (let c = 0; c < 3; c++) x0[(b * 3 + c) * hw + p] = s.image.data[p * 3 + c]! / 127.5 - 1;
+        noise.set(Rng.forKey(seed, 'caption-reliance', idx[b]!).normal(3 * hw), b * 3 * hw);
+      });
+      const captions = samples.map((s) => s.caption);
+      // the wrong caption: the next image's (rotated across the whole evaluated set, so a batch of 1 works too)
+      const wrong = idx.map((i) => world.sample(split, (i + 1) % n).caption);
+      const ts = new Int32Array(idx.length).fill(t);
+      tf.tidy(() => {
+        const x0t = tf.tensor4d(x0, [idx.length, 3, H, W]);
+        const nt = tf.tensor4d(noise, [idx.length, 3, H, W]);
+        const noisy = model.scheduler.addNoise(x0t, nt, ts);
+        const target = model.scheduler.getTarget(x0t, nt, ts);
+        const err = (prompts: string[]) => {
+          const pred = model.unet.forward({ sample: noisy, timestep: tf.tensor1d(ts, 'int32'), encoderHiddenStates: model.conditioner.encodeSync(prompts) }).sample;
+          return tf.sum(tf.mean(tf.square(tf.sub(pred, target)), [1, 2, 3])).dataSync()[0]!;
+        };
+        sums.true += err(captions);
+        sums.empty += err(captions.map(() => ''));
+        sums.wrong += err(wrong);
+      });
+    }
+    const r = { t, true: sums.true / n, empty: sums.empty / n, wrong: sums.wrong / n };
+    rows.push({ ...r, relativeGap: (r.wrong - r.true) / r.wrong });
+  }
+  return rows;
+}
+
+/** Loads a teacher folder's parts (unet/, conditioning/, the noise schedule of scheduler/). */
+export async function loadTeacherParts(dir: string): Promise<TeacherParts> {
+  return {
+    unet: await loadUNet(path.join(dir, 'unet')),
+    conditioner: HashedTextConditioner.load(dir),
+    scheduler: loadNoiseSchedule(path.join(dir, 'scheduler')),
+  };
+}
+
+export function formatReliance(rows: CaptionRelianceRow[]): string {
+  const lines = ['     t   true caption   empty caption   wrong caption   (wrong − true)/wrong'];
+  for (const r of rows) {
+    lines.push(`${String(r.t).padStart(6)}   ${r.true.toFixed(4).padStart(12)}   ${r.empty.toFixed(4).padStart(13)}   ${r.wrong.toFixed(4).padStart(13)}   ${(100 * r.relativeGap).toFixed(1).padStart(8)} %`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+export interface SampleSheetOptions {
+  perCategory?: number;
+  steps?: number;
+  guidance?: number;
+  seed?: number;
+  onProgress?: ProgressCallback;
+}
+
+/** Real renders (REAL …) above teacher samples (GEN …) of the first validation prompts of every category. */
+export async function teacherSampleSheet(dir: string, world: SyntheticWorld, out: string, options: SampleSheetOptions = {}): Promise<string[]> {
+  const perCat = options.perCategory ?? 4;
+  const categories = ['shape', 'count', 'relation', 'text'];
+  const byCat = new Map<string, number[]>(categories.map((c) => [c, []]));
+  for (let i = 0; [...byCat.values()].some((l) => l.length < perCat) && i < 10_000; i++) {
+    const l = byCat.get(world.prompt('validation', i).attributes.category);
+    if (l && l.length < perCat) l.push(i);
+  }
+  const rows = categories.flatMap((c) => byCat.get(c)!);
+  const samples = rows.map((i) => world.sample('validation', i));
+  const pipe = await loadTextToImage(dir, { conditioner: HashedTextConditioner.load(dir), engine: 'tfjs' });
+  try {
+    const { width, height } = samples[0]!.image;
+    const requests = samples.map((s, k) => ({ prompt: s.caption, seed: (options.seed ?? 1000) + k, steps: options.steps ?? 30, guidance: options.guidance ?? 3, width, height }));
+    const images = await pipe.generate(pipe.unet!, requests, { scheduler: 'DDIMScheduler', onProgress: options.onProgress });
+    const tiles: ContactSheetTile[] = [];
+    const cols = 8;
+    for (let g = 0; g < samples.length; g += cols) {
+      const chunk = samples.slice(g, g + cols);
+      chunk.forEach((s) => tiles.push({ image: s.image, caption: `REAL ${s.caption}` }));
+      chunk.forEach((s, k) => tiles.push({ image: { width, height, data: images[g + k]!.rgb }, caption: `GEN ${s.caption}` }));
+    }
+    await writeContactSheet(out, tiles, { columns: cols, captionLines: 5, scale: 4 });
+    return samples.map((s) => s.caption);
+  } finally {
+    await pipe.dispose();
+  }
+}
