@@ -21,7 +21,7 @@ export type { RngState } from './rng/rng';
 export { runProgram, parseCommandArgs, commandHelp, programHelp } from './cli/command';
 export type { AnyCommand, Command, CommandContext, Program } from './cli/command';
 export { ProgressBar } from './cli/progress';
-export type { Progress, ProgressCallback } from './cli/progress';
+export type { Progress, ProgressBarOptions, ProgressCallback } from './cli/progress';
 export { EXIT, exitCodeFor } from './cli/exitCodes';
 export { OrtModel, loadOrtModel, int64, defaultOrtThreads } from './ort/runtime';
 export type { OrtData, OrtDataType, OrtTensorData, OrtModelOptions } from './ort/runtime';

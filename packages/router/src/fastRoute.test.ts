@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { Rng } from '@aptp/core';
+import { OrtModel, Rng } from '@aptp/core';
 import { describeBackends, expectClose, expectNoTensorLeak } from '@aptp/core/testing';
 import { gumbelOptions } from './config';
-import { evalGatesNormalized, normalizedCodesTransposed } from './fastRoute';
+import { OrtMatMul, evalGatesNormalized, normalizedCodesTransposed } from './fastRoute';
 import { gumbelSigmoid } from './gumbel';
 import { normalizeRows, widthDepthNormalize } from './normalize';
 import { PromptRouter } from './router';
@@ -107,5 +107,63 @@ describeBackends('fast routing (onnxruntime + host loops)', (backend) => {
     const after = prompts(5, 2, 24);
     await expect(router.route(after)).rejects.toThrow(/dispose/);
     after.dispose();
+  });
+});
+
+describe('the onnxruntime session of the fast path', () => {
+  afterEach(() => jest.restoreAllMocks());
+
+  it('OrtMatMul computes a·b + bias, waits for a run in flight, releases once and then refuses to run', async () => {
+    const mm = new OrtMatMul();
+    expect(mm.hasSession).toBe(false);
+    // [2, 3] · [3, 2] + [2], small integers: exact in float32
+    const a = Float32Array.from([1, 2, 3, 4, 5, 6]);
+    const b = Float32Array.from([1, -1, 0, 2, 3, 1]);
+    expect(Array.from(await mm.run(a, b, 2, 3, 2, Float32Array.from([10, 20])))).toEqual([20, 26, 32, 32]);
+    expect(mm.hasSession).toBe(true);
+    const release = jest.spyOn(OrtModel.prototype, 'dispose');
+    const running = mm.run(a, b, 2, 3, 2);
+    const first = mm.dispose();
+    expect(mm.dispose()).toBe(first); // idempotent
+    expect(Array.from(await running)).toEqual([10, 6, 22, 12]); // the run in flight finishes on the live session
+    await first;
+    expect(release).toHaveBeenCalledTimes(1);
+    expect((release.mock.contexts[0] as OrtModel).disposed).toBe(true);
+    expect([mm.disposed, mm.hasSession]).toEqual([true, false]);
+    await expect(mm.run(a, b, 2, 3, 2)).rejects.toThrow(/fast routing matmul used after dispose\(\)/);
+    await mm.dispose();
+    expect(release).toHaveBeenCalledTimes(1);
+  });
+
+  it('PromptRouter owns one session: created by the first ort route, released by dispose(), none for tfjs', async () => {
+    const load = jest.spyOn(OrtModel, 'load');
+    const release = jest.spyOn(OrtModel.prototype, 'dispose');
+    const x = prompts(11, 5, 24);
+    const tfjsOnly = randomRouter(11, 3);
+    await tfjsOnly.route(x, { engine: 'tfjs' });
+    await tfjsOnly.dispose();
+    expect(load).not.toHaveBeenCalled();
+
+    const router = randomRouter(12, 3);
+    await router.route(x);
+    await router.route(x, { mode: 'balanced' });
+    expect(load).toHaveBeenCalledTimes(1);
+    const session = (await load.mock.results[0]!.value) as OrtModel;
+    expect(session.disposed).toBe(false);
+    await router.dispose();
+    expect(session.disposed).toBe(true);
+    expect(release).toHaveBeenCalledTimes(1);
+    await router.dispose(); // idempotent
+    expect(release).toHaveBeenCalledTimes(1);
+    await expect(router.route(x)).rejects.toThrow(/PromptRouter used after dispose\(\)/);
+    expect(load).toHaveBeenCalledTimes(1);
+
+    // disposed while a route reads its inputs: the route fails and no session is left behind
+    const racing = randomRouter(13, 3);
+    const pending = racing.route(x);
+    await racing.dispose();
+    await expect(pending).rejects.toThrow();
+    expect(load).toHaveBeenCalledTimes(1);
+    x.dispose();
   });
 });

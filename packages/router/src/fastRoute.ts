@@ -1,4 +1,4 @@
-import { OnnxGraph, OrtModel, ShapeError, defaultOrtThreads } from '@aptp/core';
+import { InputError, OnnxGraph, OrtModel, ShapeError, defaultOrtThreads } from '@aptp/core';
 import type { ArchitectureLayout } from '@aptp/unet-gating';
 import { layoutConstants } from './gateGroups';
 import type { GumbelSigmoidOptions } from './gumbel';
@@ -8,8 +8,8 @@ import { depthOrderMod } from './gumbel';
  * Fast eval-mode routing scores on host arrays (issue 5: 10k prompts → 16 codes well under a second). Same semantics
  * as the tfjs path `cos(N(GS_eval(e)), N(embeddingGs))` (APTP.md §2.4–2.5; `gumbel.ts`, `normalize.ts`):
  * - the two matmuls (predictor `x·W + b`, and `N̂(A)·N̂(C)ᵀ`) run as one small ONNX `MatMul`+`Add` graph on
- *   onnxruntime (float32, 2 intra-op threads; one session per process, built on first use, weights fed as inputs so
- *   trained weights are always current);
+ *   onnxruntime ({@link OrtMatMul}: float32, 2 intra-op threads; one session per router, built on first use and
+ *   released by `PromptRouter.dispose()`, weights fed as inputs so trained weights are always current);
  * - the Gumbel-sigmoid (width sigmoid, non-zero rule, depth importance ordering and its scatter), the width/depth
  *   normalisation and the row L2 normalisation run in plain loops, each step rounded to float32 in the order of the
  *   tfjs `cpu` kernels, so the gates are the tfjs gates (the matmuls differ only in summation order).
@@ -17,33 +17,74 @@ import { depthOrderMod } from './gumbel';
  * 1e-6 of 0 where float32 rounding can decide the hard threshold); elsewhere hard(σ(z)) = [z ≥ 0] exactly.
  */
 
-let matmulSession: Promise<OrtModel> | null = null;
+/**
+ * `Y = A·B + bias` (A `[M, K]`, B `[K, N]`, bias `[N]`, all float32 and symbolic) on one onnxruntime session, built
+ * on first use. Weights are fed as inputs, so one session serves every matmul of its owner (the `PromptRouter`, which
+ * releases it in its `dispose()`). `dispose()` is idempotent, waits for runs in flight, then releases the native
+ * session; a run after it is an `E_DISPOSED` error.
+ */
+export class OrtMatMul {
+  private model: Promise<OrtModel> | null = null;
+  private readonly inflight = new Set<Promise<unknown>>();
+  private released: Promise<void> | null = null;
 
-/** `Y = A·B + bias` (A `[M, K]`, B `[K, N]`, bias `[N]`, all float32 and symbolic): one session for the process. */
-function matmulModel(): Promise<OrtModel> {
-  if (!matmulSession) {
-    const g = new OnnxGraph('router_matmul', { opset: 17 });
-    const a = g.input('a', 'float32', ['M', 'K']);
-    const b = g.input('b', 'float32', ['K', 'N']);
-    const bias = g.input('bias', 'float32', ['N']);
-    const y = g.op('MatMul', [a, b]);
-    g.op('Add', [y, bias], {}, { output: 'y' });
-    g.output('y', 'float32', ['M', 'N']);
-    matmulSession = OrtModel.load(g.toBytes(), { name: 'router_matmul', intraOpNumThreads: defaultOrtThreads() }).catch((err: unknown) => {
-      matmulSession = null;
-      throw err;
-    });
+  /** True once a session has been (or is being) created and not yet released. */
+  get hasSession(): boolean {
+    return this.model !== null;
   }
-  return matmulSession;
-}
 
-/** `a·b + bias` on onnxruntime (float32). `bias` defaults to zeros (adding +0 is exact). */
-export async function ortMatMul(a: Float32Array, b: Float32Array, m: number, k: number, n: number, bias?: Float32Array): Promise<Float32Array> {
-  if (a.length !== m * k) throw new ShapeError('matmul input has the wrong size', { field: 'a', expected: m * k, found: a.length });
-  if (b.length !== k * n) throw new ShapeError('matmul input has the wrong size', { field: 'b', expected: k * n, found: b.length });
-  const model = await matmulModel();
-  const r = await model.run({ a: { data: a, dims: [m, k] }, b: { data: b, dims: [k, n] }, bias: { data: bias ?? new Float32Array(n), dims: [n] } });
-  return r.y!.data as Float32Array;
+  get disposed(): boolean {
+    return this.released !== null;
+  }
+
+  /** `a·b + bias` (float32). `bias` defaults to zeros (adding +0 is exact). */
+  async run(a: Float32Array, b: Float32Array, m: number, k: number, n: number, bias?: Float32Array): Promise<Float32Array> {
+    if (a.length !== m * k) throw new ShapeError('matmul input has the wrong size', { field: 'a', expected: m * k, found: a.length });
+    if (b.length !== k * n) throw new ShapeError('matmul input has the wrong size', { field: 'b', expected: k * n, found: b.length });
+    const job = this.session().then((model) =>
+      model.run({ a: { data: a, dims: [m, k] }, b: { data: b, dims: [k, n] }, bias: { data: bias ?? new Float32Array(n), dims: [n] } }),
+    );
+    this.inflight.add(job);
+    try {
+      return (await job).y!.data as Float32Array;
+    } finally {
+      this.inflight.delete(job);
+    }
+  }
+
+  /** Waits for the runs in flight, then releases the session (if one was created). Idempotent. */
+  dispose(): Promise<void> {
+    if (this.released === null) {
+      const model = this.model;
+      this.model = null;
+      const pending = [...this.inflight];
+      this.released = Promise.allSettled(pending).then(async () => {
+        if (model === null) return;
+        const loaded = await model.catch(() => null); // a failed load was already reported to its run
+        await loaded?.dispose();
+      });
+    }
+    return this.released;
+  }
+
+  private session(): Promise<OrtModel> {
+    if (this.released !== null) return Promise.reject(new InputError('fast routing matmul used after dispose()', { code: 'E_DISPOSED', field: 'router_matmul' }));
+    if (this.model === null) {
+      const g = new OnnxGraph('router_matmul', { opset: 17 });
+      const a = g.input('a', 'float32', ['M', 'K']);
+      const b = g.input('b', 'float32', ['K', 'N']);
+      const bias = g.input('bias', 'float32', ['N']);
+      const y = g.op('MatMul', [a, b]);
+      g.op('Add', [y, bias], {}, { output: 'y' });
+      g.output('y', 'float32', ['M', 'N']);
+      const loading = OrtModel.load(g.toBytes(), { name: 'router_matmul', intraOpNumThreads: defaultOrtThreads() });
+      this.model = loading;
+      loading.catch(() => {
+        if (this.model === loading) this.model = null; // the next run retries
+      });
+    }
+    return this.model;
+  }
 }
 
 const f = Math.fround;
@@ -260,6 +301,8 @@ export interface FastScoresInput {
   numCodes: number;
   layout: ArchitectureLayout;
   gumbel: GumbelSigmoidOptions;
+  /** The session that runs both matmuls (owned by the caller). */
+  matmul: OrtMatMul;
 }
 
 /** `[B, K]` eval-mode cosine scores cos(N(GS(x·W + b; noise)), N(codes)) on onnxruntime + host loops. */
@@ -272,9 +315,9 @@ export async function fastRoutingScores(input: FastScoresInput): Promise<Float32
     logits = new Float32Array(B * L);
     for (let b = 0; b < B; b++) logits.set(input.arch, b * L);
   } else {
-    logits = await ortMatMul(input.x, input.weight!, B, inputDim, L, input.bias ?? undefined);
+    logits = await input.matmul.run(input.x, input.weight!, B, inputDim, L, input.bias ?? undefined);
   }
   const a = evalGatesNormalized(logits, input.noise, B, layout, input.gumbel, logits, input.noiseRows ?? B); // in place: logits are not needed after
   const ct = normalizedCodesTransposed(input.codeGates, K, layout);
-  return ortMatMul(a, ct, B, L, K);
+  return input.matmul.run(a, ct, B, L, K);
 }

@@ -5,7 +5,7 @@ import { hardGates } from '@aptp/unet-gating';
 import { ArchitectureCodebook } from './codebook';
 import { RouterConfig, RouterConfigInput, gumbelOptions, parseRouterConfig } from './config';
 import { depthOrderMod, evalGumbelNoise, gumbelSigmoid, withoutGradient } from './gumbel';
-import { fastRoutingScores } from './fastRoute';
+import { OrtMatMul, fastRoutingScores } from './fastRoute';
 import { widthDepthNormalize } from './normalize';
 import { ArchitecturePredictor } from './predictor';
 import { BalancedRoutingOptions, argmaxAssignment, balancedExpertAssignment, oneHotRows, routingScores, selectCodes, sinkhornPlan } from './routing';
@@ -96,7 +96,10 @@ export class PromptRouter {
   readonly predictor: ArchitecturePredictor;
   readonly codebook: ArchitectureCodebook;
   private evalNoiseCache: Float32Array | null = null;
+  /** The onnxruntime session of the `ort` routing engine: created by the first such route, released by dispose(). */
+  private matmul: OrtMatMul | null = null;
   private disposed = false;
+  private released: Promise<void> = Promise.resolve();
 
   constructor(config: RouterConfig, layout: ArchitectureLayout, predictor: ArchitecturePredictor, codebook: ArchitectureCodebook) {
     depthOrderMod(config.depthOrder, layout.depthEntries); // validates depth_order against the layout
@@ -263,6 +266,8 @@ export class PromptRouter {
       p.arch ? (p.arch.data() as Promise<Float32Array>) : null,
       this.codebook.embeddingGs.data() as Promise<Float32Array>,
     ]);
+    this.live(); // disposed while reading: do not create a session nobody will release
+    const matmul = (this.matmul ??= new OrtMatMul());
     return fastRoutingScores({
       x: xd,
       batch: B,
@@ -276,6 +281,7 @@ export class PromptRouter {
       numCodes: this.numCodes,
       layout: this.layout,
       gumbel: gumbelOptions(this.config),
+      matmul,
     });
   }
 
@@ -303,11 +309,19 @@ export class PromptRouter {
     return tf.tidy(() => hardGates(selectCodes(this.codebook.embeddingGs, tf.tensor1d(Int32Array.from(expert), 'int32'))));
   }
 
-  dispose(): void {
-    if (this.disposed) return;
-    this.disposed = true;
-    this.predictor.dispose();
-    this.codebook.dispose();
+  /**
+   * Frees the tensors (at once) and the onnxruntime session of the `ort` engine (after routes in flight finish; the
+   * returned promise resolves then). Idempotent; any use afterwards is an `E_DISPOSED` error.
+   */
+  dispose(): Promise<void> {
+    if (!this.disposed) {
+      this.disposed = true;
+      this.predictor.dispose();
+      this.codebook.dispose();
+      this.released = this.matmul?.dispose() ?? Promise.resolve();
+      this.matmul = null;
+    }
+    return this.released;
   }
 
   private live(): void {
