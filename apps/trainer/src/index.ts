@@ -32,10 +32,12 @@ export { checkpointingConfigSchema } from './loop/config';
 export type { CheckpointingConfig, CheckpointingConfigInput } from './loop/config';
 // Teacher stage (issue 7 item 1).
 export { teacherCommand } from './commands/teacher';
-export { runTeacher, teacherSchema, teacherModel, teacherRunConfig, writeTeacherFolder, samplingSchedulerJson, DEFAULT_TEACHER_UNET, TEACHER_FILES } from './stages/teacher';
+export { runTeacher, teacherSchema, teacherLoaderSchema, teacherModel, teacherRunConfig, teacherLoader, teacherImageSize, isSyntheticWorldConfig, writeTeacherFolder, samplingSchedulerJson, DEFAULT_TEACHER_UNET, TEACHER_FILES } from './stages/teacher';
 export type { TeacherArgs, TeacherModel, TeacherRunOptions, TeacherRunResult, WriteTeacherOptions } from './stages/teacher';
-export { teacherBatch, teacherLoss, teacherStep, updateEma } from './steps/teacherStep';
-export type { TeacherBatch, TeacherBatchOptions, TeacherStepContext } from './steps/teacherStep';
+export { teacherBatch, teacherBatchOf, dataRowKey, teacherLoss, teacherStep, teacherStepOn, updateEma } from './steps/teacherStep';
+export type { TeacherBatch, TeacherBatchOptions, TeacherImages, TeacherStepContext } from './steps/teacherStep';
+export { openTrainingData } from './loop/trainingData';
+export type { TrainingData, TrainingLoaderConfig, OpenTrainingDataOptions } from './loop/trainingData';
 export { createTrainableUNet, initUNetWeights } from './steps/trainableUNet';
 export type { TrainableUNet } from './steps/trainableUNet';
 // APTP stages: prune (router + codes), route, fine-tune experts (issue 7 items 2–4).
@@ -45,7 +47,7 @@ export { pruneStep, pruneStepGradients, disposePruneStepOutput, routerParams, bl
 export type { PruneStepModel, PruneBatch, PruneStepOutput, PruneStepMetrics } from './steps/pruneStep';
 export { finetuneStep, finetuneStepGradients } from './steps/finetuneStep';
 export type { FinetuneStepModel, FinetuneBatch, FinetuneLossWeights } from './steps/finetuneStep';
-export { runPrune, loadTeacher, createPromptEncoder, baselineRouterConfig, randomArchitecture, expertSummaries, readExperts, PRUNE_FILES } from './stages/prune';
+export { runPrune, loadTeacher, createPromptEncoder, baselineRouterConfig, randomArchitecture, expertSummaries, readExperts, teacherX0, latentSize, PRUNE_FILES } from './stages/prune';
 export type { Teacher, PruneStageOptions, PruneStageResult, ExpertSummary } from './stages/prune';
 export { runRoute, readRouting, readPruneRunConfig, datasetForSplit } from './stages/route';
 export type { RouteOptions, RoutingMapping } from './stages/route';

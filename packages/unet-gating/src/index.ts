@@ -104,7 +104,7 @@ export {
   TEXT_TO_IMAGE_FILES,
 } from './pipeline/textToImage';
 export type { TextToImageRequest, TextToImageParts, TextToImageOptions, GeneratedImageRgb, UNetEngineKind, LoadUNetEngineOptions, LoadTextToImageOptions } from './pipeline/textToImage';
-export { OrtVaeDecoder, PixelDecoder, toRgb8, VAE_DECODER_FILES } from './pipeline/vae';
-export type { ImageDecoder, VaeDecoderConfig, VaeDecoderOptions } from './pipeline/vae';
+export { OrtVaeDecoder, PixelDecoder, toRgb8, VAE_DECODER_FILES, OrtVaeEncoder, PixelEncoder, VAE_ENCODER_FILES } from './pipeline/vae';
+export type { ImageDecoder, VaeConfig, VaeDecoderConfig, VaeDecoderOptions, ImageEncoder, ImageEncodeOptions, LatentPosterior, VaeEncoderOptions } from './pipeline/vae';
 export { ClipTextConditioner, CLIP_TEXT_FILES } from './pipeline/clipText';
 export type { ClipTextConditionerOptions } from './pipeline/clipText';

@@ -215,3 +215,28 @@ describe('loadUNet folder handling', () => {
     unet.dispose();
   });
 });
+
+describeBackends('forward with blockOutputs: false', () => {
+  const weights = randomUNetWeights(cfg, 12, 0.2);
+
+  it('returns no block outputs, the bit-identical sample, and leaks nothing', async () => {
+    const unet = createEagerUNet(cfg, hostSource(weights));
+    const { sample, timestep, ehs } = inputs();
+    const full = unet.forward({ sample, timestep, encoderHiddenStates: ehs });
+    expect(Object.keys(full.blocks).sort()).toEqual(['down0', 'down1', 'mid', 'up0', 'up1']);
+    const before = tf.memory().numTensors;
+    const lean = unet.forward({ sample, timestep, encoderHiddenStates: ehs, blockOutputs: false });
+    expect(lean.blocks).toEqual({});
+    expect(tf.memory().numTensors - before).toBe(1); // the sample only
+    expect(lean.sample.shape).toEqual(full.sample.shape);
+    expect(Array.from(lean.sample.dataSync())).toEqual(Array.from(full.sample.dataSync()));
+    const explicit = unet.forward({ sample, timestep, encoderHiddenStates: ehs, blockOutputs: true });
+    expect(Object.keys(explicit.blocks)).toHaveLength(5);
+    tf.dispose([full.sample, ...Object.values(full.blocks), lean.sample, explicit.sample, ...Object.values(explicit.blocks)]);
+    await expectNoTensorLeak(() => {
+      unet.forward({ sample, timestep, encoderHiddenStates: ehs, blockOutputs: false }).sample.dispose();
+    }, { name: 'forward blockOutputs false' });
+    tf.dispose([sample, timestep, ehs]);
+    unet.dispose();
+  });
+});

@@ -42,12 +42,17 @@ export interface UNetForwardInput<T> {
   placement?: GatePlacement;
   /** Receives intermediates under their diffusers module names (internal layout; see `CaptureKind`). */
   capture?: CaptureFn<T>;
+  /**
+   * Return the nine block outputs in `blocks` (default true; block distillation, APTP.md §5). False when only the
+   * prediction is wanted (sampling, the teacher's loss): `blocks` is then empty and no NCHW copies are made.
+   */
+  blockOutputs?: boolean;
 }
 
 export interface UNetForwardOutput<T> {
   /** Prediction `[B, C_out, H, W]` (NCHW). */
   sample: T;
-  /** `down0…downN-1`, `mid`, `up0…upN-1`, each NCHW. */
+  /** `down0…downN-1`, `mid`, `up0…upN-1`, each NCHW; empty with `blockOutputs: false`. */
   blocks: BlockOutputs<T>;
 }
 
@@ -205,7 +210,7 @@ export class UNet2DConditionModel<T> {
       const kOut = (this.convOut.shape[2]! - 1) / 2;
       const out = o.conv2d(o.silu(normed), this.convOut.weight, this.convOut.bias, { padding: kOut });
       const result: UNetForwardOutput<T> = { sample: o.toNCHW(out), blocks: {} };
-      for (const [k, v] of Object.entries(blocks)) result.blocks[k] = o.toNCHW(v);
+      if (input.blockOutputs ?? true) for (const [k, v] of Object.entries(blocks)) result.blocks[k] = o.toNCHW(v);
       return result;
     });
   }

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, InputError, readSafetensors, Rng } from '@aptp/core';
-import { batchToTensor, createDataLoader, openSource, resolveTransform, type Batch, type DataLoader, type DataLoaderState, type IndexedSource, type Source } from '@aptp/datasets';
+import { createDataLoader, openSource, resolveTransform, type Batch, type DataLoader, type DataLoaderState, type IndexedSource, type Source } from '@aptp/datasets';
 import { aptpLayout, expertConfig, prunedArchitecture, pruneWeights, UNET_FILES, writePrunedUNet } from '@aptp/unet-gating';
 import type { LoadedCheckpoint } from '../checkpoint';
 import { optimizerSettings, type FinetuneConfig } from '../config/reference';
@@ -12,7 +12,7 @@ import { createAdamW, scaledLearningRate } from '../optim/config';
 import type { RunDir } from '../runDir';
 import { finetuneStep, type FinetuneBatch, type FinetuneStepModel } from '../steps/finetuneStep';
 import { createTrainableUNet, type TrainableUNet } from '../steps/trainableUNet';
-import { loadTeacher, readExperts } from './prune';
+import { loadTeacher, readExperts, teacherX0 } from './prune';
 import type { RoutingMapping } from './route';
 
 /**
@@ -22,7 +22,8 @@ import type { RoutingMapping } from './route';
  * w_distill·L_distill against the full frozen teacher. The result is an expert folder (`<run>/unet/`, the pruned-folder
  * format of @aptp/unet-gating, loadable with `loadExpert`).
  *
- * Randomness: sample b of step i draws its timestep and ε from `Rng.forKey(seed, 'finetune', k, i, <sample id>)`.
+ * Randomness: sample b of step i draws its timestep and ε from `Rng.forKey(seed, 'finetune', k, i, <sample id>)`, and
+ * (latent teachers) its VAE posterior sample from `Rng.forKey(seed, 'finetune', k, i, <sample id>, 'vae')`.
  */
 
 export const FINETUNE_FILES = { unet: 'unet' } as const;
@@ -118,7 +119,9 @@ export async function runFinetune(options: FinetuneStageOptions): Promise<Finetu
           const next = await it.current.next();
           if (next.done) throw new InputError('the data loader ended before the last step', { field: 'data' });
           const b = next.value;
-          const [n, C, H, W] = b.shape;
+          // x0: the images through the teacher's image encoder (latents of a latent teacher; the pixels otherwise)
+          const x0 = await teacherX0(teacher, b, (id) => Rng.forKey(config.seed, 'finetune', k, i, id, 'vae'), options.signal);
+          const [n, C, H, W] = x0.dims as [number, number, number, number];
           const timesteps = new Int32Array(n);
           const noise = new Float32Array(n * C * H * W);
           b.ids.forEach((id, j) => {
@@ -126,7 +129,8 @@ export async function runFinetune(options: FinetuneStageOptions): Promise<Finetu
             timesteps[j] = Math.min(T - 1, Math.floor(r.nextDouble() * T));
             noise.set(r.normal(C * H * W), j * C * H * W);
           });
-          const batch: FinetuneBatch = { x0: batchToTensor(b), noise: tf.tensor4d(noise, [n, C, H, W]), timesteps, encoderHiddenStates: await teacher.conditioner.encode(b.captions) };
+          const encoderHiddenStates = await teacher.conditioner.encode(b.captions);
+          const batch: FinetuneBatch = { x0: tf.tensor4d(x0.data, [n, C, H, W]), noise: tf.tensor4d(noise, [n, C, H, W]), timesteps, encoderHiddenStates };
           try {
             const m = await finetuneStep(model, batch, optimizer);
             return { ...m };

@@ -1,8 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { ConfigError, DDPMScheduler, InputError, loadNoiseSchedule, Rng, type HostTensor } from '@aptp/core';
-import { batchToTensor, createDataLoader, openSource, resolveTransform, type Batch, type DataLoader, type DataLoaderState } from '@aptp/datasets';
+import { ConfigError, DDPMScheduler, InputError, loadNoiseSchedule, Rng, ShapeError, type HostTensor } from '@aptp/core';
+import { createDataLoader, openSource, resolveTransform, type Batch, type DataLoader, type DataLoaderState } from '@aptp/datasets';
 import { prunableTarget } from '@aptp/unet-gating';
 import {
   gumbelSigmoid,
@@ -23,8 +23,13 @@ import {
   loadTextConditioner,
   loadUNet,
   macsModel,
+  OrtVaeEncoder,
+  PixelEncoder,
   readModelUNetConfig,
+  VAE_ENCODER_FILES,
   type ArchitectureLayout,
+  type HostArray,
+  type ImageEncoder,
   type MacsModel,
   type TextConditioner,
   type UNet2DConditionModel,
@@ -54,48 +59,105 @@ import { pruneStep, routerParams, type PruneBatch, type PruneStepModel } from '.
 
 export const PRUNE_FILES = { router: 'router', experts: 'experts.json' } as const;
 
-/** The teacher model folder: UNet, training noise schedule, text conditioner. */
+/** The teacher model folder: UNet, training noise schedule, text conditioner, image encoder. */
 export interface Teacher {
   dir: string;
   config: UNetConfig;
   unet: UNet2DConditionModel<tf.Tensor>;
   scheduler: DDPMScheduler;
   conditioner: TextConditioner;
+  /**
+   * Data images → x0 (APTP.md §5): the VAE encoder of a latent teacher (x0 = scaling_factor·z, z a keyed posterior
+   * sample), the identity for a pixel-space teacher.
+   */
+  imageEncoder: ImageEncoder;
   dispose(): Promise<void>;
 }
 
-/** Loads a teacher folder (`unet/`, `scheduler/scheduler_config.json`, text conditioner). Pixel-space models only. */
+/**
+ * Loads a teacher folder: `unet/` (config.json + weights), `scheduler/scheduler_config.json`, the text conditioner
+ * (`text_encoder/model.onnx` + `tokenizer/`, or `conditioning/config.json`) and the image encoder. A folder with
+ * `vae_encoder/model.onnx` (+ `config.json`, the Optimum ONNX layout; see `OrtVaeEncoder`) is a latent teacher: its
+ * `latent_channels` must equal the UNet's in/out channels. Without it the UNet must be pixel-space (in/out channels 3);
+ * a latent UNet without an encoder is a ConfigError naming the missing `vae_encoder/model.onnx`.
+ */
 export async function loadTeacher(dir: string, field = 'model.pretrainedModelNameOrPath'): Promise<Teacher> {
   if (!fs.existsSync(dir)) throw new InputError('teacher model folder not found', { code: 'E_FILE_MISSING', file: dir, field, expected: 'unet/, scheduler/, conditioning/ (run `aptp-trainer teacher`)' });
   const config = readModelUNetConfig(dir);
-  if (config.inChannels !== 3 || config.outChannels !== 3) {
-    throw new ConfigError('training needs a pixel-space teacher (latent models need a VAE encoder, which is not part of this pipeline)', {
-      file: path.join(dir, 'unet/config.json'),
+  const encoderDir = path.join(dir, VAE_ENCODER_FILES.dir);
+  const encoderFile = path.join(encoderDir, VAE_ENCODER_FILES.model);
+  const latent = fs.existsSync(encoderFile);
+  if (!latent && (config.inChannels !== 3 || config.outChannels !== 3)) {
+    throw new ConfigError(`a latent teacher (UNet in_channels ${config.inChannels}) needs a VAE encoder to turn the data images into latents`, {
+      code: 'E_FILE_MISSING',
+      file: encoderFile,
       field: 'in_channels',
-      expected: 3,
-      found: config.inChannels,
+      expected: `${VAE_ENCODER_FILES.dir}/${VAE_ENCODER_FILES.model} (+ ${VAE_ENCODER_FILES.config}) in the teacher folder, or a pixel-space UNet (in/out_channels 3)`,
+      found: 'missing',
     });
   }
   const scheduler = loadNoiseSchedule(path.join(dir, 'scheduler'));
   const conditioner = await loadTextConditioner(dir);
+  let imageEncoder: ImageEncoder | null = null;
   try {
     checkConditioner(conditioner, config, dir);
+    if (latent) {
+      const vae = await OrtVaeEncoder.load(encoderDir, { posterior: 'sample' });
+      imageEncoder = vae;
+      if (vae.latentChannels !== config.inChannels || config.outChannels !== config.inChannels) {
+        throw new ShapeError('the VAE latents do not fit the teacher UNet (latent_channels = in_channels = out_channels needed)', {
+          code: 'E_SHAPE',
+          file: path.join(encoderDir, VAE_ENCODER_FILES.config),
+          field: 'latent_channels',
+          expected: `UNet in_channels ${config.inChannels}, out_channels ${config.outChannels}`,
+          found: vae.latentChannels,
+        });
+      }
+    } else {
+      imageEncoder = new PixelEncoder();
+    }
     const unet = await loadUNet(path.join(dir, 'unet'));
+    const enc = imageEncoder;
     return {
       dir,
       config,
       unet,
       scheduler,
       conditioner,
+      imageEncoder: enc,
       async dispose() {
         unet.dispose();
         await conditioner.dispose();
+        await enc.dispose();
       },
     };
   } catch (err) {
     await conditioner.dispose();
+    await imageEncoder?.dispose();
     throw err;
   }
+}
+
+/**
+ * The batch's clean samples x0 `[B, C, h, w]` (host): its images `[B, 3, H, W]` through the teacher's image encoder
+ * (identity for a pixel-space teacher, bit for bit); item b's posterior noise comes from `rngOf(ids[b])`.
+ */
+export function teacherX0(teacher: Pick<Teacher, 'imageEncoder'>, batch: Batch, rngOf: (id: string) => Rng, signal?: AbortSignal): Promise<HostArray> {
+  return teacher.imageEncoder.encode({ data: batch.pixels, dims: batch.shape }, { rngs: batch.ids.map(rngOf), signal });
+}
+
+/** The UNet's sample size for training images of `imageSize` pixels (÷ the image encoder's scale factor). */
+export function latentSize(imageSize: number, encoder: ImageEncoder, field: string): number {
+  const f = encoder.scaleFactor;
+  if (!Number.isInteger(imageSize / f)) {
+    throw new ConfigError(`the training image size must be a multiple of the VAE scale factor ${f}`, { field, expected: `a multiple of ${f}`, found: imageSize });
+  }
+  return imageSize / f;
+}
+
+/** x0 as a tensor (the caller owns it). */
+function x0Tensor(x0: HostArray): tf.Tensor4D {
+  return tf.tensor4d(x0.data, x0.dims as [number, number, number, number], 'float32');
 }
 
 /** The prompt encoder of a config (the router's input). */
@@ -215,9 +277,12 @@ async function makeBatch(
   teacher: Teacher,
   encoder: PromptEncoder,
   router: PromptRouter,
+  signal?: AbortSignal,
 ): Promise<PruneBatch> {
   const B = batch.ids.length;
-  const [, C, H, W] = batch.shape;
+  // x0 first (async; its posterior noise has its own key), then the step's randomness as for a pixel teacher.
+  const x0 = await teacherX0(teacher, batch, (id) => Rng.forKey(seed, 'prune', step, id, 'vae'), signal);
+  const [, C, H, W] = x0.dims as [number, number, number, number];
   const L = router.layout.vectorLength;
   const T = teacher.scheduler.config.numTrainTimesteps;
   const rngs = batch.ids.map((id) => Rng.forKey(seed, 'prune', step, id));
@@ -227,13 +292,14 @@ async function makeBatch(
     timesteps[b] = Math.min(T - 1, Math.floor(r.nextDouble() * T));
     noise.set(r.normal(C * H * W), b * C * H * W);
   });
+  const encoderHiddenStates = await teacher.conditioner.encode(batch.captions);
+  const promptEmbeddings = await encoder.encode(batch.captions);
+  // No await from here on: the tensors below cannot be stranded by a failing encoder.
   const assignment = gumbelTensor(rngs, L);
   const stepNoise = gumbelTensor(rngs, L);
   const codebook = gumbelTensor(Array.from({ length: router.numCodes }, (_, k) => Rng.forKey(seed, 'prune', step, 'codebook', k)), L);
-  const encoderHiddenStates = await teacher.conditioner.encode(batch.captions);
-  const promptEmbeddings = await encoder.encode(batch.captions);
   return {
-    x0: batchToTensor(batch),
+    x0: x0Tensor(x0),
     noise: tf.tensor4d(noise, [B, C, H, W]),
     timesteps,
     encoderHiddenStates,
@@ -302,12 +368,15 @@ export async function runPrune(options: PruneStageOptions): Promise<PruneStageRe
       shuffleBuffer: loaderCfg.shuffleBuffer,
       signal: options.signal,
     });
-    // MACs at the training resolution with the conditioner's text length (APTP.md §4.1: one training example).
+    // MACs at the training resolution with the conditioner's text length (APTP.md §4.1: one training example), on the
+    // UNet's sample: latents of size/f for a latent teacher (SD 2.1 at 256 px: 32×32), the image in pixel space.
     const ds = config.data.dataset;
     const size = ds.format === 'synthetic' ? ds.imageSize : config.data.loader.resolution;
-    const macs = macsModel(teacher.config, { latentHeight: size, latentWidth: size, textTokens: teacher.conditioner.sequenceLength });
+    const sampleSize = latentSize(size, teacher.imageEncoder, ds.format === 'synthetic' ? 'data.dataset.imageSize' : 'data.loader.resolution');
+    const macs = macsModel(teacher.config, { latentHeight: sampleSize, latentWidth: sampleSize, textTokens: teacher.conditioner.sequenceLength });
     const pPrime = prunableTarget(losses.resourceLoss.pruningTarget, macs);
-    note(`teacher ${teacher.dir}: ${layout.vectorLength} gate entries, ${(macs.totalMacs / 1e6).toFixed(1)} M MACs per call; target p = ${losses.resourceLoss.pruningTarget} → p' = ${pPrime.toFixed(5)}`);
+    const space = teacher.imageEncoder.kind === 'vae' ? `latent (VAE encoder: ${size} px → ${sampleSize}×${sampleSize}×${teacher.imageEncoder.latentChannels})` : 'pixel space';
+    note(`teacher ${teacher.dir}, ${space}: ${layout.vectorLength} gate entries, ${(macs.totalMacs / 1e6).toFixed(1)} M MACs per call; target p = ${losses.resourceLoss.pruningTarget} → p' = ${pPrime.toFixed(5)}`);
 
     if (config.baseline === 'random') {
       const arch = randomArchitecture(layout, Rng.forKey(config.seed, 'prune', 'random-architecture'));
@@ -355,7 +424,7 @@ export async function runPrune(options: PruneStageOptions): Promise<PruneStageRe
           it.current ??= loader[Symbol.asyncIterator]();
           const next = await it.current.next();
           if (next.done) throw new InputError('the data loader ended before the last step', { field: 'data', found: `step ${i}` });
-          const batch = await makeBatch(next.value, i, config.seed, teacher, enc, r);
+          const batch = await makeBatch(next.value, i, config.seed, teacher, enc, r, options.signal);
           const phase: RouterPhase = config.baseline === 'singleArch' || i < config.training.hypernetPretrainingSteps ? 'pretrain' : 'main';
           try {
             const m = await pruneStep(model, batch, phase, optimizer);

@@ -5,13 +5,22 @@ import { z } from 'zod';
 import {
   ConfigError,
   DDPMScheduler,
+  ShapeError,
   resolveSchedulerConfig,
   schedulerConfigToJson,
   writeJsonAtomic,
   writeSafetensors,
   type HostTensor,
 } from '@aptp/core';
-import { SyntheticWorld } from '@aptp/datasets';
+import {
+  configErrorFromZod,
+  dataLoaderConfigSchema,
+  datasetConfigSchema,
+  resolveTransform,
+  SyntheticWorld,
+  type ResolvedDatasetConfig,
+  type SkipReport,
+} from '@aptp/datasets';
 import { HashedTextConditioner, UNET_FILES, parseUNetConfig, type UNetConfig } from '@aptp/unet-gating';
 import { createAdamW } from '../optim/config';
 import { LR_SCHEDULERS } from '../optim/lrSchedule';
@@ -20,12 +29,13 @@ import type { LoadedCheckpoint } from '../checkpoint';
 import { runTraining, type TrainingProgress, type TrainingSummary } from '../loop/runTraining';
 import { variableTarget } from '../loop/trainingTarget';
 import { createTrainableUNet, initUNetWeights } from '../steps/trainableUNet';
-import { teacherStep } from '../steps/teacherStep';
+import { openTrainingData, type TrainingData, type TrainingLoaderConfig } from '../loop/trainingData';
+import { dataRowKey, teacherBatchOf, teacherStep, teacherStepOn } from '../steps/teacherStep';
 import { captionReliance, loadTeacherParts } from './teacherCheck';
 
 /**
- * The teacher stage (issue 7 item 1): trains a text-conditioned UNet from scratch with the denoising loss on the
- * synthetic world and writes it as a diffusers-style model folder:
+ * The teacher stage (issue 7 item 1): trains a text-conditioned UNet from scratch with the denoising loss on any data
+ * set (default: the synthetic world) and writes it as a diffusers-style model folder:
  *
  *   unet/config.json, unet/diffusion_pytorch_model.safetensors   (the EMA weights, stored as float16: < 3 MB)
  *   scheduler/scheduler_config.json                               (sampling: DDIM, same noise schedule)
@@ -43,6 +53,12 @@ import { captionReliance, loadTeacherParts } from './teacherCheck';
  * head), so the spatial text binding lives at 8×8 and in the mid block. v-prediction on a cosine noise schedule
  * (squaredcos_cap_v2, suited to small pixel images), min-SNR-γ = 5, 10% empty captions for classifier-free guidance,
  * EMA of the weights (exported).
+ *
+ * Data: `dataset` without a `format` key is the built-in synthetic world (rows k·B … of its train split, rendered at
+ * `imageSize`); with a `format` it is any @aptp/datasets config (imageFolder, cc3m, webdataset, coco2014, coco30k,
+ * synthetic), read through the resumable data loader of loop/trainingData.ts with the `loader` settings (default: the
+ * `train` transform at 32 px; the loader position and skip counts are checkpointed; broken images are skipped and
+ * counted in metrics.jsonl `skippedImages` and provenance.json `data.skipped`).
  */
 export const DEFAULT_TEACHER_UNET = {
   _class_name: 'UNet2DConditionModel',
@@ -80,11 +96,40 @@ const conditioningSchema = z.strictObject({
   positionScale: z.number().min(0).default(0.5).describe('weight of the position encoding'),
 });
 
-const datasetSchema = z.strictObject({
+/** The built-in synthetic world: a `dataset` without a `format` key. */
+const syntheticWorldSchema = z.strictObject({
   seed: z.number().int().min(0).default(0).describe('synthetic world seed'),
   imageSize: z.number().int().min(8).default(32).describe('image side in pixels'),
   validationFraction: z.number().gt(0).lt(1).default(0.1).describe('share of prompts held out (never trained on)'),
 });
+type SyntheticWorldConfig = z.output<typeof syntheticWorldSchema> & { format?: undefined };
+
+/** How a data set with a `format` is read: @aptp/datasets' loader config; the batch size is `batchSize`, epochs ∞. */
+export const teacherLoaderSchema = dataLoaderConfigSchema.omit({ batchSize: true, epochs: true }).extend({
+  resolution: z.number().int().positive().default(32).describe('image side of the preset transforms (the default teacher: 32 px)'),
+});
+
+/** A config-file-only field checked by a zod `safeParse`; its error names the nested field (`root: …`; the CLI adds the key). */
+function nested<O>(parse: (raw: unknown) => { success: true; data: O } | { success: false; error: z.ZodError }) {
+  return z.unknown().transform((raw, ctx): O => {
+    const r = parse(raw);
+    if (r.success) return r.data;
+    ctx.addIssue({ code: 'custom', message: configErrorFromZod(r.error).message, input: raw });
+    return z.NEVER;
+  });
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** `dataset`: the synthetic world (no `format`) or any @aptp/datasets config (`format` set). */
+const teacherDatasetSchema = nested<SyntheticWorldConfig | ResolvedDatasetConfig>((raw) =>
+  isRecord(raw) && 'format' in raw ? datasetConfigSchema.safeParse(raw) : syntheticWorldSchema.safeParse(raw),
+);
+
+/** Whether `dataset` is the built-in synthetic world (the default). */
+export function isSyntheticWorldConfig(d: SyntheticWorldConfig | ResolvedDatasetConfig): d is SyntheticWorldConfig {
+  return !('format' in d);
+}
 
 const num = () => z.coerce.number();
 
@@ -110,14 +155,38 @@ export const teacherSchema = z.strictObject({
   unet: z.record(z.string(), z.unknown()).default({ ...DEFAULT_TEACHER_UNET }).describe('diffusers UNet config.json (snake_case; config file only)'),
   scheduler: schedulerSchema.default(schedulerSchema.parse({})).describe('training noise schedule (config file only)'),
   conditioning: conditioningSchema.default(conditioningSchema.parse({})).describe('HashedTextConditioner (config file only)'),
-  dataset: datasetSchema.default(datasetSchema.parse({})).describe('synthetic world (config file only)'),
+  dataset: teacherDatasetSchema
+    .default(syntheticWorldSchema.parse({}))
+    .describe('synthetic world { seed, imageSize, validationFraction }, or any @aptp/datasets config with a `format` (config file only)'),
+  loader: nested((raw) => teacherLoaderSchema.safeParse(raw))
+    .optional()
+    .describe('data loader of a dataset with a `format`: seed, shuffle, transform, resolution, dropLast, shuffleBuffer (config file only)'),
 });
 export type TeacherArgs = z.output<typeof teacherSchema>;
 
 /** The parts of the options that define the trained model and its data (saved in config.json and checkpoints). */
 export function teacherRunConfig(args: TeacherArgs): Record<string, unknown> {
-  const { out: _o, resume: _r, export: _e, backend: _b, checkSamples: _c, ...rest } = args;
-  return rest;
+  const { out: _o, resume: _r, export: _e, backend: _b, checkSamples: _c, loader: _l, ...rest } = args;
+  return isSyntheticWorldConfig(args.dataset) ? rest : { ...rest, loader: teacherLoader(args) };
+}
+
+/** The loader settings of a data set with a `format` (defaults filled in). */
+export function teacherLoader(args: TeacherArgs): TrainingLoaderConfig {
+  return args.loader ?? teacherLoaderSchema.parse({});
+}
+
+/**
+ * The image side the data gives and the field that sets it: the world's `imageSize`, or the transform's resolution
+ * when it crops or resizes exactly; `null` when only the images know (checked on every batch).
+ */
+export function teacherImageSize(args: TeacherArgs): { size: number; field: string } | null {
+  const d = args.dataset;
+  if (isSyntheticWorldConfig(d)) return { size: d.imageSize, field: 'dataset.imageSize' };
+  const loader = teacherLoader(args);
+  const t = resolveTransform({ ...loader, batchSize: args.batchSize, epochs: Infinity });
+  if (t.crop !== 'none' || t.resize === 'exact') return { size: t.resolution, field: typeof loader.transform === 'string' ? 'loader.resolution' : 'loader.transform.resolution' };
+  if (d.format === 'synthetic' && t.resize === 'none') return { size: d.imageSize, field: 'dataset.imageSize' };
+  return null;
 }
 
 export interface TeacherModel {
@@ -133,9 +202,13 @@ export function teacherModel(args: TeacherArgs): TeacherModel {
   if (unetConfig.inChannels !== 3 || unetConfig.outChannels !== 3) {
     throw new ConfigError('the teacher is pixel-space RGB', { field: 'unet.in_channels/out_channels', expected: 3, found: `${unetConfig.inChannels}/${unetConfig.outChannels}` });
   }
+  if (isSyntheticWorldConfig(args.dataset) && args.loader !== undefined) {
+    throw new ConfigError('loader applies to a dataset with a `format` (the built-in synthetic world is read row by row)', { field: 'loader', expected: 'no loader, or dataset.format' });
+  }
   const levels = 2 ** (unetConfig.blockOutChannels.length - 1);
-  if (args.dataset.imageSize % levels !== 0) {
-    throw new ConfigError('image size must be divisible by 2^(down blocks − 1)', { field: 'dataset.imageSize', expected: `a multiple of ${levels}`, found: args.dataset.imageSize });
+  const image = teacherImageSize(args);
+  if (image && image.size % levels !== 0) {
+    throw new ConfigError('image size must be divisible by 2^(down blocks − 1)', { field: image.field, expected: `a multiple of ${levels}`, found: image.size });
   }
   const conditioner = new HashedTextConditioner({ ...args.conditioning, dim: unetConfig.crossAttentionDim });
   const scheduler = new DDPMScheduler({ ...args.scheduler, clipSample: false });
@@ -163,13 +236,27 @@ export interface TeacherRunResult {
   summary: TrainingSummary;
   /** The model folder written. */
   exportDir: string;
+  /** Rows the data loader skipped (missing/broken images, empty captions); `null` for the synthetic world. */
+  skips: SkipReport | null;
+  /** Why the caption-reliance check did not run, if it did not (`checkSamples` > 0, not the synthetic world). */
+  checkSkipped: string | null;
+}
+
+/** The synthetic world of the caption-reliance check: the training world, or that of a `format: synthetic` config. */
+function checkWorld(dataset: SyntheticWorldConfig | ResolvedDatasetConfig): SyntheticWorld | null {
+  if (isSyntheticWorldConfig(dataset)) return new SyntheticWorld({ seed: dataset.seed, imageSize: dataset.imageSize, validationFraction: dataset.validationFraction });
+  if (dataset.format !== 'synthetic') return null;
+  const { seed, imageSize, validationFraction, categoryWeights } = dataset;
+  return new SyntheticWorld({ seed, imageSize, validationFraction, categoryWeights });
 }
 
 /** Trains (or continues) the teacher in `run` and writes the model folder. */
 export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRunResult> {
   const { args, run } = options;
   const model = teacherModel(args);
-  const world = new SyntheticWorld({ seed: args.dataset.seed, imageSize: args.dataset.imageSize, validationFraction: args.dataset.validationFraction });
+  const dataset = args.dataset;
+  const world = isSyntheticWorldConfig(dataset) ? checkWorld(dataset)! : null; // trained on row by row
+  const data: TrainingData | null = world ? null : await openTrainingData(dataset, teacherLoader(args), { batchSize: args.batchSize });
   const init = initUNetWeights(model.unetConfig, args.seed, { zeroOut: true });
   const trainable = createTrainableUNet(model.unetConfig, init, 'teacher');
   const params = trainable.params;
@@ -184,15 +271,32 @@ export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRun
   }, { totalSteps: args.steps });
   const saved: Record<string, tf.Variable> = { ...params };
   if (ema) for (const [k, v] of Object.entries(ema)) saved[`ema/${k}`] = v;
-  const target = variableTarget(saved, { optimizer });
+  const target = variableTarget(saved, data ? { optimizer, hostState: data.hostState, restoreHostState: data.restoreHostState } : { optimizer });
   const batchOptions = { seed: args.seed, batchSize: args.batchSize, captionDropout: args.captionDropout, numTrainTimesteps: args.scheduler.numTrainTimesteps };
   const stepCtx = { unet: trainable.unet, params, ema, emaDecay: args.emaDecay, optimizer, scheduler: model.scheduler, conditioner: model.conditioner, snrGamma: args.snrGamma };
+  const levels = 2 ** (model.unetConfig.blockOutChannels.length - 1);
+  /** One step on the next loader batch: rows keyed `<epoch>:<id>`, skipped rows counted. */
+  const dataStep = async (d: TrainingData, k: number) => {
+    const b = await d.next(k);
+    const [, , H, W] = b.shape;
+    if (H % levels !== 0 || W % levels !== 0) {
+      throw new ShapeError('image size must be divisible by 2^(down blocks − 1); set a transform that crops', { field: 'loader.transform', expected: `sides a multiple of ${levels}`, found: `${H}×${W}` });
+    }
+    const batch = teacherBatchOf({ pixels: b.pixels, shape: b.shape, captions: b.captions, rows: b.ids.map((id) => dataRowKey(b.epoch, id)) }, batchOptions);
+    let m: { loss: number; meanTimestep: number };
+    try {
+      m = teacherStepOn(stepCtx, batch, k);
+    } finally {
+      tf.dispose([batch.x0, batch.noise]);
+    }
+    return { ...m, numTensors: tf.memory().numTensors, epoch: b.epoch, skippedImages: d.skips().total };
+  };
   try {
     const summary = await runTraining({
       label: 'teacher',
       steps: args.steps,
       saveEvery: args.saveEvery,
-      step: (k) => teacherStep(stepCtx, world, batchOptions, k),
+      step: world ? (k) => teacherStep(stepCtx, world, batchOptions, k) : (k) => dataStep(data!, k),
       target,
       run,
       resume: options.resume,
@@ -202,23 +306,31 @@ export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRun
       progressKeys: [],
     });
     const exportDir = args.export ?? path.join(run.dir, 'teacher');
+    const skips = data ? data.skips() : null;
+    const reliance = checkWorld(dataset);
+    const checkSkipped = args.checkSamples > 0 && !reliance ? `caption-reliance check not run: it uses the synthetic world's validation prompts (dataset format ${(dataset as ResolvedDatasetConfig).format})` : null;
     writeTeacherFolder(exportDir, {
       args,
       model,
       weights: trainable.diffusersWeights(ema ?? params),
       metricsFile: run.metricsFile,
+      note: world ? undefined : `pixel-space teacher (${(dataset as ResolvedDatasetConfig).format} data set): no VAE; the UNet output is the image in [-1, 1]`,
       provenance: {
+        ...(data ? { what: `teacher UNet of the ${(dataset as ResolvedDatasetConfig).format} data set (aptp-trainer teacher)` } : {}),
         command: options.command ?? null,
         backend: options.backendName ?? tf.getBackend(),
         status: summary.status,
         stepsDone: summary.endStep,
         stepsPlanned: args.steps,
         runDir: run.dir,
+        ...(skips ? { data: { format: (dataset as ResolvedDatasetConfig).format, samplesSeen: data!.hostState().data.samples, skipped: skips } } : {}),
+        ...(checkSkipped ? { captionReliance: { skipped: checkSkipped } } : {}),
       },
     });
-    if (args.checkSamples > 0) await addCaptionReliance(exportDir, world, args.checkSamples);
-    return { summary, exportDir };
+    if (args.checkSamples > 0 && reliance) await addCaptionReliance(exportDir, reliance, args.checkSamples);
+    return { summary, exportDir, skips, checkSkipped };
   } finally {
+    await data?.close();
     optimizer.dispose();
     if (ema) tf.dispose(Object.values(ema));
     trainable.dispose();
@@ -252,6 +364,8 @@ export interface WriteTeacherOptions {
   weights: Map<string, HostTensor>;
   /** The run's metrics.jsonl (copied). */
   metricsFile?: string;
+  /** model_index.json `_note` (default: the synthetic world's pixel-space teacher). */
+  note?: string;
   provenance: Record<string, unknown>;
 }
 
@@ -279,7 +393,7 @@ export function writeTeacherFolder(dir: string, o: WriteTeacherOptions): void {
   o.model.conditioner.save(dir);
   writeJsonAtomic(path.join(dir, TEACHER_FILES.modelIndex), {
     _class_name: 'AptpPixelTextToImage',
-    _note: 'pixel-space teacher of the synthetic world: no VAE; the UNet output is the image in [-1, 1]',
+    _note: o.note ?? 'pixel-space teacher of the synthetic world: no VAE; the UNet output is the image in [-1, 1]',
     unet: ['diffusers', 'UNet2DConditionModel'],
     scheduler: ['diffusers', 'DDIMScheduler'],
     conditioning: ['aptp', 'HashedTextConditioner'],

@@ -71,7 +71,7 @@ export function captionReliance(model: TeacherParts, world: SyntheticWorld, opti
         const noisy = model.scheduler.addNoise(x0t, nt, ts);
         const target = model.scheduler.getTarget(x0t, nt, ts);
         const err = (prompts: string[]) => {
-          const pred = model.unet.forward({ sample: noisy, timestep: tf.tensor1d(ts, 'int32'), encoderHiddenStates: model.conditioner.encodeSync(prompts) }).sample;
+          const pred = model.unet.forward({ sample: noisy, timestep: tf.tensor1d(ts, 'int32'), encoderHiddenStates: model.conditioner.encodeSync(prompts), blockOutputs: false }).sample;
           return tf.sum(tf.mean(tf.square(tf.sub(pred, target)), [1, 2, 3])).dataSync()[0]!;
         };
         sums.true += err(captions);

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { Rng, type DDPMScheduler } from '@aptp/core';
+import { Rng, ShapeError, type DDPMScheduler } from '@aptp/core';
 import type { SyntheticWorld } from '@aptp/datasets';
 import { diffusionLoss, minSnrWeights, type PredictionType } from '@aptp/losses';
 import type { HashedTextConditioner, UNet2DConditionModel } from '@aptp/unet-gating';
@@ -9,7 +9,9 @@ import { namedGrads } from '../optim/adamW';
 /**
  * One teacher training step (issue 7 item 1; the denoising loss of APTP.md §5.1 on a text-conditioned UNet):
  *
- *   1. batch: rows k·B … k·B+B−1 of the train split (k = completed steps; every row is new), images → [−1, 1];
+ *   1. batch: synthetic world: rows k·B … k·B+B−1 of the train split (k = completed steps; every row is new),
+ *      images → [−1, 1]; a data set: the next batch of the data loader (already transformed to [−1, 1]), whose row
+ *      key is `<epoch>:<sample id>` (`dataRowKey`: a sample seen again in a later epoch gets new noise);
  *      with probability `captionDropout` a caption is replaced by "" (classifier-free guidance training);
  *   2. per row r: t_r ~ U{0, …, T−1} and ε_r ~ N(0, I) from `Rng.forKey(seed, 'teacher', r)` (keyed per sample:
  *      independent of batch size and backend, and a resumed run sees the same numbers without any RNG state);
@@ -26,8 +28,8 @@ export interface TeacherBatch {
   timesteps: Int32Array;
   /** Prompts as fed to the conditioner (after dropout). */
   prompts: string[];
-  /** Data rows used. */
-  rows: number[];
+  /** Data rows used: synthetic row indices, or `dataRowKey(epoch, id)` of a data set's samples. */
+  rows: Array<number | string>;
 }
 
 export interface TeacherBatchOptions {
@@ -37,28 +39,56 @@ export interface TeacherBatchOptions {
   numTrainTimesteps: number;
 }
 
-/** The batch of step k (steps 1–2). Pure function of (world, options, k). */
-export function teacherBatch(world: SyntheticWorld, options: TeacherBatchOptions, k: number): TeacherBatch {
-  const { batchSize: B, seed } = options;
-  const rows = Array.from({ length: B }, (_, b) => k * B + b);
-  const first = world.sample('train', rows[0]!);
-  const H = first.image.height;
-  const W = first.image.width;
-  const hw = H * W;
-  const x0 = new Float32Array(B * 3 * hw);
-  const noise = new Float32Array(B * 3 * hw);
+/** Clean images `[B, 3, H, W]` in [−1, 1] (row-major) with their captions and per-sample row keys. */
+export interface TeacherImages {
+  pixels: Float32Array;
+  shape: [number, number, number, number];
+  captions: string[];
+  rows: Array<number | string>;
+}
+
+/** The RNG row key of a data-set sample in an epoch (unique per presentation, independent of batching). */
+export function dataRowKey(epoch: number, id: string): string {
+  return `${epoch}:${id}`;
+}
+
+/** Step 1–2 on given images: per row, timestep, caption dropout and noise from `Rng.forKey(seed, 'teacher', row)`. */
+export function teacherBatchOf(images: TeacherImages, options: Pick<TeacherBatchOptions, 'seed' | 'captionDropout' | 'numTrainTimesteps'>): TeacherBatch {
+  const [B, C, H, W] = images.shape;
+  const size = C * H * W;
+  if (C !== 3 || images.pixels.length !== B * size || images.rows.length !== B || images.captions.length !== B) {
+    throw new ShapeError('teacher images must be [B, 3, H, W] with one caption and row key per image', {
+      field: 'images',
+      expected: `3 channels, ${B * size} pixels, ${B} captions and rows`,
+      found: `${C} channels, ${images.pixels.length} pixels, ${images.captions.length} captions, ${images.rows.length} rows`,
+    });
+  }
+  const noise = new Float32Array(B * size);
   const timesteps = new Int32Array(B);
   const prompts: string[] = [];
-  rows.forEach((row, b) => {
-    const s = b === 0 ? first : world.sample('train', row);
+  images.rows.forEach((row, b) => {
+    const rng = Rng.forKey(options.seed, 'teacher', row);
+    timesteps[b] = rng.nextInt(options.numTrainTimesteps);
+    prompts.push(rng.nextDouble() < options.captionDropout ? '' : images.captions[b]!);
+    noise.set(rng.normal(size), b * size);
+  });
+  return { x0: tf.tensor4d(images.pixels, images.shape), noise: tf.tensor4d(noise, images.shape), timesteps, prompts, rows: [...images.rows] };
+}
+
+/** The batch of step k of the synthetic world (steps 1–2). Pure function of (world, options, k). */
+export function teacherBatch(world: SyntheticWorld, options: TeacherBatchOptions, k: number): TeacherBatch {
+  const B = options.batchSize;
+  const rows = Array.from({ length: B }, (_, b) => k * B + b);
+  const samples = rows.map((row) => world.sample('train', row));
+  const H = samples[0]!.image.height;
+  const W = samples[0]!.image.width;
+  const hw = H * W;
+  const x0 = new Float32Array(B * 3 * hw);
+  samples.forEach((s, b) => {
     const px = s.image.data; // [H, W, 3] uint8
     for (let p = 0; p < hw; p++) for (let c = 0; c < 3; c++) x0[(b * 3 + c) * hw + p] = px[p * 3 + c]! / 127.5 - 1;
-    const rng = Rng.forKey(seed, 'teacher', row);
-    timesteps[b] = rng.nextInt(options.numTrainTimesteps);
-    prompts.push(rng.nextDouble() < options.captionDropout ? '' : s.caption);
-    noise.set(rng.normal(3 * hw), b * 3 * hw);
   });
-  return { x0: tf.tensor4d(x0, [B, 3, H, W]), noise: tf.tensor4d(noise, [B, 3, H, W]), timesteps, prompts, rows };
+  return teacherBatchOf({ pixels: x0, shape: [B, 3, H, W], captions: samples.map((s) => s.caption), rows }, options);
 }
 
 export interface TeacherStepContext {
@@ -79,7 +109,7 @@ export function teacherLoss(ctx: Pick<TeacherStepContext, 'unet' | 'scheduler' |
     const t = tf.tensor1d(batch.timesteps, 'int32');
     const noisy = scheduler.addNoise(batch.x0, batch.noise, batch.timesteps);
     const target = scheduler.getTarget(batch.x0, batch.noise, batch.timesteps);
-    const pred = unet.forward({ sample: noisy, timestep: t, encoderHiddenStates: context }).sample;
+    const pred = unet.forward({ sample: noisy, timestep: t, encoderHiddenStates: context, blockOutputs: false }).sample;
     const type = scheduler.config.predictionType as PredictionType;
     const weights = ctx.snrGamma === null ? undefined : minSnrWeights(scheduler.snrValues(batch.timesteps), ctx.snrGamma, type);
     return diffusionLoss(pred, target, weights);
@@ -95,9 +125,8 @@ export function updateEma(ema: Record<string, tf.Variable>, params: Record<strin
   return d;
 }
 
-/** Steps 1–5 for step k; returns the loss (read at the step boundary). */
-export function teacherStep(ctx: TeacherStepContext, world: SyntheticWorld, options: TeacherBatchOptions, k: number): { loss: number; meanTimestep: number; numTensors: number } {
-  const batch = teacherBatch(world, options, k);
+/** Steps 3–5 on a built batch after `k` completed steps (the caller owns and disposes the batch). */
+export function teacherStepOn(ctx: TeacherStepContext, batch: TeacherBatch, k: number): { loss: number; meanTimestep: number } {
   const context = ctx.conditioner.encodeSync(batch.prompts);
   try {
     const { value, grads } = namedGrads(() => teacherLoss(ctx, batch, context), ctx.params);
@@ -108,10 +137,20 @@ export function teacherStep(ctx: TeacherStepContext, world: SyntheticWorld, opti
       tf.dispose([value, ...Object.values(grads)]);
     }
     if (Number.isFinite(loss) && ctx.ema) updateEma(ctx.ema, ctx.params, ctx.emaDecay, k);
-    const meanTimestep = batch.timesteps.reduce((a, b) => a + b, 0) / batch.timesteps.length;
-    tf.dispose([batch.x0, batch.noise, context]);
-    return { loss, meanTimestep, numTensors: tf.memory().numTensors };
+    return { loss, meanTimestep: batch.timesteps.reduce((a, b) => a + b, 0) / batch.timesteps.length };
   } finally {
-    tf.dispose([batch.x0, batch.noise, context]);
+    context.dispose();
   }
+}
+
+/** Steps 1–5 for step k of the synthetic world; returns the loss (read at the step boundary). */
+export function teacherStep(ctx: TeacherStepContext, world: SyntheticWorld, options: TeacherBatchOptions, k: number): { loss: number; meanTimestep: number; numTensors: number } {
+  const batch = teacherBatch(world, options, k);
+  let m: { loss: number; meanTimestep: number };
+  try {
+    m = teacherStepOn(ctx, batch, k);
+  } finally {
+    tf.dispose([batch.x0, batch.noise]);
+  }
+  return { ...m, numTensors: tf.memory().numTensors };
 }

@@ -81,7 +81,6 @@ describe('scheduler config', () => {
 
   it.each([
     ['DDIMScheduler', { thresholding: true }, /thresholding.*found true/],
-    ['PNDMScheduler', { skip_prk_steps: false }, /skip_prk_steps.*found false/],
     ['PNDMScheduler', { skip_prk_steps: true, prediction_type: 'sample' }, /prediction_type.*found "sample"/],
     ['DPMSolverMultistepScheduler', { algorithm_type: 'sde-dpmsolver++' }, /algorithm_type.*found "sde-dpmsolver\+\+"/],
     ['DPMSolverMultistepScheduler', { use_karras_sigmas: true }, /use_karras_sigmas.*found true/],

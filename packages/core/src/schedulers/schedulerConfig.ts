@@ -200,7 +200,6 @@ function checkSupported(className: SchedulerClassName, c: SchedulerConfig, file?
   const reads = new Set(CLASS_FIELDS[className]);
   if (reads.has('thresholding') && c.thresholding) throw unsupported(className, 'thresholding', true, 'false (dynamic thresholding is not implemented)', file);
   if (className === 'PNDMScheduler') {
-    if (!c.skipPrkSteps) throw unsupported(className, 'skipPrkSteps', false, 'true (only PLMS steps are implemented, as Stable Diffusion uses)', file);
     if (c.predictionType === 'sample') throw unsupported(className, 'predictionType', 'sample', '"epsilon" | "v_prediction"', file);
   }
   if (className === 'DPMSolverMultistepScheduler') {

@@ -35,6 +35,7 @@ export class TfjsUNetEngine implements UNetEngine {
         sample: times === 1 ? x : tf.concat(new Array<tf.Tensor>(times).fill(x), 0),
         timestep: tf.tensor1d(timesteps),
         encoderHiddenStates: tf.tensor(ehs.data, [...ehs.dims]),
+        blockOutputs: false,
       });
       return r.sample;
     });

@@ -1,7 +1,7 @@
 /**
  * Test-only helpers (not exported): tiny models in temp dirs — a random UNet folder, a CLIP BPE tokenizer, a CLIP-like
- * ONNX text encoder (token table + position table) and an ONNX VAE decoder (nearest ×2 upsampling + 1×1 conv), with
- * JavaScript references of what the two ONNX models compute.
+ * ONNX text encoder (token table + position table), an ONNX VAE decoder (nearest ×2 upsampling + 1×1 conv) and an ONNX
+ * VAE encoder (2×2 average pooling + 1×1 conv), with JavaScript references of what the ONNX models compute.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -182,4 +182,92 @@ export function writeSdStyleModel(dir: string, options: { dim?: number; seqLen?:
   const enc = writeTextEncoder(path.join(dir, 'text_encoder', 'model.onnx'), vocab.size, dim, seqLen, options.idsType);
   const vae = writeVaeDecoder(path.join(dir, 'vae_decoder'));
   return { enc, vae, vocab, unet };
+}
+
+/** Which outputs `writeVaeEncoder`'s graph has (the layouts `OrtVaeEncoder` accepts). */
+export type TinyVaeEncoderLayout = 'latent_parameters' | 'mean_logvar' | 'latent_sample';
+
+export interface TinyVaeEncoder {
+  /** 1×1 conv `[O, 3]` and bias `[O]` (O = 2C: mean rows then logvar rows; C for `latent_sample`). */
+  weight: Float32Array;
+  bias: Float32Array;
+  latentChannels: number;
+  scalingFactor: number;
+  shiftFactor: number | null;
+  layout: TinyVaeEncoderLayout;
+}
+
+/**
+ * `vae_encoder/{model.onnx, config.json}`: `out = conv1x1(avgpool2x2(sample))` with outputs by `layout`; the config has
+ * `block_out_channels` of length 2 (scale factor 2). Logvar channel 0 has bias +26 and channel 1 bias −36, so that
+ * diffusers' clamp to [−30, 20] matters; other channels have small biases.
+ */
+export function writeVaeEncoder(
+  dir: string,
+  options: { latentChannels?: number; scalingFactor?: number; shiftFactor?: number | null; layout?: TinyVaeEncoderLayout; seed?: number } = {},
+): TinyVaeEncoder {
+  const C = options.latentChannels ?? 4;
+  const layout = options.layout ?? 'latent_parameters';
+  const O = layout === 'latent_sample' ? C : 2 * C;
+  const rng = Rng.forKey(options.seed ?? 11, 'vae-encoder');
+  const weight = rng.normal(O * 3, 0, 0.5);
+  const bias = rng.normal(O, 0, 0.1);
+  if (layout !== 'latent_sample') {
+    bias[C] = 26;
+    if (C > 1) bias[C + 1] = -36;
+  }
+  const g = new OnnxGraph('vae_encoder', { opset: 17 });
+  g.input('sample', 'float32', ['batch', 3, 'H', 'W']);
+  const pooled = g.op('AveragePool', ['sample'], { kernel_shape: [2, 2], strides: [2, 2] });
+  const conv = (name: string, rows: number, from: number, output: string): void => {
+    const w = g.initializer(`${name}.weight`, { data: weight.slice(from * 3, (from + rows) * 3), dims: [rows, 3, 1, 1] });
+    const b = g.initializer(`${name}.bias`, { data: bias.slice(from, from + rows), dims: [rows] });
+    g.op('Conv', [pooled, w, b], { kernel_shape: [1, 1] }, { output });
+    g.output(output, 'float32', ['batch', rows, 'h', 'w']);
+  };
+  if (layout === 'mean_logvar') {
+    conv('mean', C, 0, 'mean');
+    conv('logvar', C, C, 'logvar');
+  } else {
+    conv('quant_conv', O, 0, layout);
+  }
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'model.onnx'), g.toBytes());
+  const scalingFactor = options.scalingFactor ?? 0.5;
+  const shiftFactor = options.shiftFactor ?? null;
+  fs.writeFileSync(
+    path.join(dir, 'config.json'),
+    JSON.stringify({ _class_name: 'AutoencoderKL', in_channels: 3, scaling_factor: scalingFactor, ...(shiftFactor !== null ? { shift_factor: shiftFactor } : {}), latent_channels: C, block_out_channels: [4, 8] }),
+  );
+  return { weight, bias, latentChannels: C, scalingFactor, shiftFactor, layout };
+}
+
+/**
+ * Reference of `writeVaeEncoder`'s model followed by what diffusers' training does, float64: the graph's outputs by
+ * hand (2×2 mean, then the 1×1 conv), z = mean + exp(clamp(logvar, −30, 20)/2)·ε (ε: `eps[b]`, `[C·h·w]`) or z = mean
+ * (`eps` null), or the graph's `latent_sample`; then x0 = (z − shift)·scaling.
+ */
+export function vaeEncoderReference(vae: TinyVaeEncoder, images: Float32Array, dims: readonly number[], eps: Float32Array[] | null): Float64Array {
+  const [B, , H, W] = dims as [number, number, number, number];
+  const h = H / 2;
+  const w = W / 2;
+  const C = vae.latentChannels;
+  const O = vae.layout === 'latent_sample' ? C : 2 * C;
+  const out = new Float64Array(B * C * h * w);
+  const px = (b: number, c: number, y: number, x: number): number => images[((b * 3 + c) * H + y) * W + x]!;
+  for (let b = 0; b < B; b++)
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++) {
+        const pooled = [0, 1, 2].map((c) => (px(b, c, 2 * y, 2 * x) + px(b, c, 2 * y, 2 * x + 1) + px(b, c, 2 * y + 1, 2 * x) + px(b, c, 2 * y + 1, 2 * x + 1)) / 4);
+        const row = (o: number): number => vae.bias[o]! + pooled.reduce((a, p, c) => a + vae.weight[o * 3 + c]! * p, 0);
+        for (let c = 0; c < C; c++) {
+          const k = (c * h + y) * w + x;
+          let z: number;
+          if (O === C) z = row(c);
+          else if (eps === null) z = row(c);
+          else z = row(c) + Math.exp(0.5 * Math.min(20, Math.max(-30, row(C + c)))) * eps[b]![k]!;
+          out[b * C * h * w + k] = (z - (vae.shiftFactor ?? 0)) * vae.scalingFactor;
+        }
+      }
+  return out;
 }
