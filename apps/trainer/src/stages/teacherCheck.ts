@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { Rng, loadNoiseSchedule, type DDPMScheduler, type ProgressCallback } from '@aptp/core';
 import { SyntheticWorld, writeContactSheet, type ContactSheetTile, type SyntheticSplit } from '@aptp/datasets';
 import { HashedTextConditioner, loadTextToImage, loadUNet, type UNet2DConditionModel } from '@aptp/unet-gating';
+import { rgbImagesToNchw } from '../steps/teacherStep';
 
 /**
  * Does a teacher use its prompt? (issue 7 item 1: "sampling from it gives recognisable shapes for the prompts").
@@ -53,21 +54,17 @@ export function captionReliance(model: TeacherParts, world: SyntheticWorld, opti
     for (let start = 0; start < n; start += B) {
       const idx = Array.from({ length: Math.min(B, n - start) }, (_, b) => start + b);
       const samples = idx.map((i) => world.sample(split, i));
-      const { height: H, width: W } = samples[0]!.image;
-      const hw = H * W;
-      const x0 = new Float32Array(idx.length * 3 * hw);
-      const noise = new Float32Array(idx.length * 3 * hw);
-      samples.forEach((s, b) => {
-        for (let p = 0; p < hw; p++) for (let c = 0; c < 3; c++) x0[(b * 3 + c) * hw + p] = s.image.data[p * 3 + c]! / 127.5 - 1;
-        noise.set(Rng.forKey(seed, 'caption-reliance', idx[b]!).normal(3 * hw), b * 3 * hw);
-      });
+      const { pixels: x0, shape } = rgbImagesToNchw(samples.map((s) => s.image));
+      const size = x0.length / idx.length;
+      const noise = new Float32Array(x0.length);
+      idx.forEach((i, b) => noise.set(Rng.forKey(seed, 'caption-reliance', i).normal(size), b * size));
       const captions = samples.map((s) => s.caption);
       // the wrong caption: the next image's (rotated across the whole evaluated set, so a batch of 1 works too)
       const wrong = idx.map((i) => world.sample(split, (i + 1) % n).caption);
       const ts = new Int32Array(idx.length).fill(t);
       tf.tidy(() => {
-        const x0t = tf.tensor4d(x0, [idx.length, 3, H, W]);
-        const nt = tf.tensor4d(noise, [idx.length, 3, H, W]);
+        const x0t = tf.tensor4d(x0, shape);
+        const nt = tf.tensor4d(noise, shape);
         const noisy = model.scheduler.addNoise(x0t, nt, ts);
         const target = model.scheduler.getTarget(x0t, nt, ts);
         const err = (prompts: string[]) => {

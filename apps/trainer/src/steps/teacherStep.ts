@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { Rng, ShapeError, type DDPMScheduler } from '@aptp/core';
-import type { SyntheticWorld } from '@aptp/datasets';
+import type { RgbImage, SyntheticWorld } from '@aptp/datasets';
 import { diffusionLoss, minSnrWeights, type PredictionType } from '@aptp/losses';
 import type { HashedTextConditioner, UNet2DConditionModel } from '@aptp/unet-gating';
 import type { AdamW } from '../optim/adamW';
@@ -75,20 +75,24 @@ export function teacherBatchOf(images: TeacherImages, options: Pick<TeacherBatch
   return { x0: tf.tensor4d(images.pixels, images.shape), noise: tf.tensor4d(noise, images.shape), timesteps, prompts, rows: [...images.rows] };
 }
 
+/** Same-size RGB images (`[H, W, 3]` uint8) → one `[B, 3, H, W]` float32 array in [−1, 1] (x / 127.5 − 1). */
+export function rgbImagesToNchw(images: readonly RgbImage[]): { pixels: Float32Array; shape: [number, number, number, number] } {
+  const H = images[0]!.height;
+  const W = images[0]!.width;
+  const hw = H * W;
+  const pixels = new Float32Array(images.length * 3 * hw);
+  images.forEach((img, b) => {
+    for (let p = 0; p < hw; p++) for (let c = 0; c < 3; c++) pixels[(b * 3 + c) * hw + p] = img.data[p * 3 + c]! / 127.5 - 1;
+  });
+  return { pixels, shape: [images.length, 3, H, W] };
+}
+
 /** The batch of step k of the synthetic world (steps 1–2). Pure function of (world, options, k). */
 export function teacherBatch(world: SyntheticWorld, options: TeacherBatchOptions, k: number): TeacherBatch {
   const B = options.batchSize;
   const rows = Array.from({ length: B }, (_, b) => k * B + b);
   const samples = rows.map((row) => world.sample('train', row));
-  const H = samples[0]!.image.height;
-  const W = samples[0]!.image.width;
-  const hw = H * W;
-  const x0 = new Float32Array(B * 3 * hw);
-  samples.forEach((s, b) => {
-    const px = s.image.data; // [H, W, 3] uint8
-    for (let p = 0; p < hw; p++) for (let c = 0; c < 3; c++) x0[(b * 3 + c) * hw + p] = px[p * 3 + c]! / 127.5 - 1;
-  });
-  return teacherBatchOf({ pixels: x0, shape: [B, 3, H, W], captions: samples.map((s) => s.caption), rows }, options);
+  return teacherBatchOf({ ...rgbImagesToNchw(samples.map((s) => s.image)), captions: samples.map((s) => s.caption), rows }, options);
 }
 
 export interface TeacherStepContext {
