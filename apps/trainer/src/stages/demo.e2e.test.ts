@@ -68,10 +68,23 @@ describe('aptp-trainer demo --quick', () => {
         'model-aptp', 'model-single-arch', 'sample-aptp', 'sample-single-arch',
       ].sort(),
     );
+    const routed = (JSON.parse(fs.readFileSync(path.join(run, 'prune', 'aptp', 'routing-train.json'), 'utf8')) as { counts: number[] }).counts;
     for (const s of stages) {
       expect(s.exitCode).toBe(0);
+      if (s.skipped !== undefined) {
+        // only an expert no training prompt was routed to is skipped (it is sliced, not fine-tuned)
+        const k = /^finetune-aptp-(\d+)$/.exec(s.stage as string);
+        expect(k).not.toBeNull();
+        expect(routed[Number(k![1])]).toBe(0);
+        expect(s.cpuSec).toBeNull();
+        expect(result.err).toContain(`skipped ${s.stage as string}: no training prompt was routed to code ${k![1]}`);
+        continue;
+      }
       expect(s.wallSec as number).toBeGreaterThan(0);
       expect(s.cpuSec as number).toBeGreaterThan(0);
+    }
+    for (const [k, n] of routed.entries()) {
+      expect(stages.find((s) => s.stage === `finetune-aptp-${k}`)!.skipped !== undefined).toBe(n === 0);
     }
     for (const s of stages.filter((x) => /^(prune|finetune|sample|route|eval)/.test(x.stage as string) && fs.existsSync(path.join(run, 'logs', `${x.stage}.log`)))) {
       expect(fs.readFileSync(path.join(run, 'logs', `${s.stage}.log`), 'utf8')).toMatch(/^\$ aptp-(trainer|sampler) /);

@@ -146,6 +146,8 @@ export interface StageTiming {
   /** User + system CPU of the stage's process (all its threads); null when unknown. */
   cpuSec: number | null;
   exitCode: number;
+  /** Why the stage had nothing to do (e.g. a code no training prompt was routed to); it ran no process. */
+  skipped?: string;
 }
 
 export interface DemoResult {
@@ -175,7 +177,8 @@ interface Task {
   cost: number;
   /** In-process work (quick file work): does not take a job slot. */
   local?: boolean;
-  run(ctx: StageContext): Promise<void>;
+  /** Resolves with a reason when there was nothing to do. */
+  run(ctx: StageContext): Promise<void | { skipped: string }>;
 }
 
 /** Thrown (internally) when a stage's process exits non-zero. */
@@ -327,7 +330,7 @@ function demoTasks(o: DemoOptions, dirs: ReturnType<typeof runDirs>, prune: Prun
     cost: ftCost,
     async run(c) {
       // a code no training prompt was routed to has nothing to fine-tune on: it is sliced, not trained (assembleModel)
-      if ((readRouting(path.join(run, 'routing-train.json')).counts[k] ?? 0) === 0) return;
+      if ((readRouting(path.join(run, 'routing-train.json')).counts[k] ?? 0) === 0) return { skipped: `no training prompt was routed to code ${k}` };
       await c.cli('trainer', ['finetune', '--prune', run, '--config', dirs.finetuneConfig, '--expert', String(k), '--out', out, ...backend], /^expert/);
     },
   });
@@ -591,9 +594,11 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     inFlight.set(
       t.id,
       t.run({ cli: cli(t.id) }).then(
-        () => {
+        (outcome) => {
           const u = process.cpuUsage(cpu0);
-          const timing: StageTiming = { stage: t.id, wallSec: (Date.now() - t0) / 1000, cpuSec: t.local ? (u.user + u.system) / 1e6 : cpuOf(t.id), exitCode: 0 };
+          const skipped = outcome ? outcome.skipped : undefined;
+          const cpuSec = skipped !== undefined ? null : t.local ? (u.user + u.system) / 1e6 : cpuOf(t.id);
+          const timing: StageTiming = { stage: t.id, wallSec: (Date.now() - t0) / 1000, cpuSec, exitCode: 0, ...(skipped !== undefined ? { skipped } : {}) };
           timings.push(timing);
           fs.writeSync(metricsFd, `${JSON.stringify(timing)}\n`);
           return { id: t.id };
@@ -620,7 +625,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
         finished.add(r.id);
         fraction.set(r.id, 1);
         const t = timings.find((x) => x.stage === r.id)!;
-        o.onNote?.(`finished ${r.id} in ${t.wallSec.toFixed(1)} s${t.cpuSec !== null ? ` (CPU ${t.cpuSec.toFixed(1)} s)` : ''}`);
+        o.onNote?.(t.skipped !== undefined ? `skipped ${r.id}: ${t.skipped}` : `finished ${r.id} in ${t.wallSec.toFixed(1)} s${t.cpuSec !== null ? ` (CPU ${t.cpuSec.toFixed(1)} s)` : ''}`);
         report();
         continue;
       }
