@@ -38,7 +38,9 @@ const MIN_HEAD_ACCURACY: Record<HeadName, number> = {
 };
 
 describe('evaluator: the committed synthetic-world classifier', () => {
-  const world = new SyntheticWorld({ seed: 4242 });
+  // the world at the committed classifier's input size (the demo renders it at the teacher's size, the same)
+  const imageSize = (JSON.parse(fs.readFileSync(path.join(ASSET_DIR, 'config.json'), 'utf8')) as { imageSize: number }).imageSize;
+  const world = new SyntheticWorld({ seed: 4242, imageSize });
   const samples = Array.from({ length: 400 }, (_, i) => world.sample('validation', i));
   let classifier: SyntheticAttributeClassifier;
 
@@ -123,8 +125,8 @@ describe('evaluator command', () => {
     const prov = JSON.parse(fs.readFileSync(path.join(a, 'provenance.json'), 'utf8'));
     expect(prov).toMatchObject({
       seed: 7,
-      command: `aptp-trainer evaluator --out ${a} --seed 7 --steps 3 --batch-size 4 --learning-rate 0.002 --warmup-steps 100 --val-samples 6 --image-size 32 --backend wasm`,
-      data: { world: { format: 'synthetic', seed: 7, imageSize: 32 }, train: { split: 'train', samples: 12 }, validation: { split: 'validation', samples: 6 } },
+      command: `aptp-trainer evaluator --out ${a} --seed 7 --steps 3 --batch-size 4 --learning-rate 0.002 --warmup-steps 100 --val-samples 6 --image-size 16 --backend wasm`,
+      data: { world: { format: 'synthetic', seed: 7, imageSize: 16 }, train: { split: 'train', samples: 12 }, validation: { split: 'validation', samples: 6 } },
       training: { steps: 3, batchSize: 4, backend: 'wasm' },
     });
     expect(Number.isNaN(Date.parse(prov.date))).toBe(false);

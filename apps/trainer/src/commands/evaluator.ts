@@ -28,7 +28,7 @@ export const evaluatorSchema = z.strictObject({
   learningRate: z.coerce.number().positive().default(2e-3).describe('AdamW peak learning rate (cosine decay after a linear warm-up)'),
   warmupSteps: z.coerce.number().int().min(0).default(100).describe('linear learning-rate warm-up steps'),
   valSamples: z.coerce.number().int().min(2).default(1000).describe('held-out validation samples (prompts never seen in training)'),
-  imageSize: z.coerce.number().int().min(8).default(32).describe('image side of the synthetic world and of the classifier input'),
+  imageSize: z.coerce.number().int().min(8).default(16).describe('image side of the synthetic world and of the classifier input'),
   backend: z.string().optional().describe('tensor backend: wasm (default here) | cpu | tfjs-node (env APTP_BACKEND)'),
 });
 export type EvaluatorArgs = z.output<typeof evaluatorSchema>;

@@ -90,6 +90,13 @@ export const pruneConfigSchema = z.strictObject({
     .enum(BASELINES)
     .default('none')
     .describe('none = APTP; singleArch = one learned architecture for all prompts (uni_arch); random = one random architecture, no training; noOt = cosine-argmax training assignment (APTP.md §1.7)'),
+  singleArchMacsRatio: z
+    .number()
+    .gt(0)
+    .max(1)
+    .nullable()
+    .default(null)
+    .describe('singleArch only: export the learned architecture at this MACs ratio (total MACs / teacher; a constant logit offset found by bisection) instead of the noise-free sample (null, the reference); compares the baseline with APTP at the same MACs'),
 });
 export type PruneConfig = z.output<typeof pruneConfigSchema>;
 export type PruneConfigInput = z.input<typeof pruneConfigSchema>;

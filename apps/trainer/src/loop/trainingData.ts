@@ -8,6 +8,7 @@ import {
   type DataLoaderState,
   type dataLoaderConfigSchema,
   type SkipReport,
+  type Source,
 } from '@aptp/datasets';
 import type { z } from 'zod';
 
@@ -36,10 +37,17 @@ export interface OpenTrainingDataOptions {
   batchSize: number;
   /** Config file, for errors. */
   file?: string;
+  /** Aborts a pending read (SIGINT/SIGTERM). */
+  signal?: AbortSignal;
 }
 
+/** The training batches of a data-set config (opens its source). */
 export async function openTrainingData(dataset: unknown, loaderConfig: TrainingLoaderConfig, options: OpenTrainingDataOptions): Promise<TrainingData> {
-  const source = await openSource(dataset, options.file);
+  return trainingDataFrom(await openSource(dataset, options.file), loaderConfig, options);
+}
+
+/** The training batches of an opened source (e.g. the subset routed to one expert). */
+export function trainingDataFrom(source: Source, loaderConfig: TrainingLoaderConfig, options: OpenTrainingDataOptions): TrainingData {
   const loader = createDataLoader(source, {
     batchSize: options.batchSize,
     seed: loaderConfig.seed,
@@ -48,6 +56,7 @@ export async function openTrainingData(dataset: unknown, loaderConfig: TrainingL
     epochs: Infinity,
     dropLast: loaderConfig.dropLast,
     shuffleBuffer: loaderConfig.shuffleBuffer,
+    signal: options.signal,
   });
   let it: AsyncIterator<Batch> | null = null;
   return {

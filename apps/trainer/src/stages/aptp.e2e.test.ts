@@ -224,5 +224,21 @@ describe('APTP pipeline on the synthetic world (tiny, wasm)', () => {
     expect(b.experts).toHaveLength(1);
     const metrics = readMetrics(path.join(tmp, 'run-single', 'metrics.jsonl'));
     expect(metrics.every((m) => m.mainPhase === 0 && (m.codeUsage as number[])[0] === 4)).toBe(true);
+
+    // the same training exported at a requested MACs ratio: experts.json records the match, the expert has that ratio
+    const target = 0.7;
+    const matched = parsePruneConfig({ ...pruneConfig(teacher, { baseline: 'singleArch', steps: 2 }), singleArchMacsRatio: target });
+    const r3 = startRun({ name: 'single-matched', out: path.join(tmp, 'run-single-matched'), config: matched });
+    const c = await runPrune({ config: matched, run: r3.run });
+    r3.run.close();
+    const info = JSON.parse(fs.readFileSync(path.join(tmp, 'run-single-matched', 'experts.json'), 'utf8')) as { macsMatch: { target: number; offset: number; macsRatio: number } };
+    expect(info.macsMatch.target).toBe(target);
+    expect(c.experts[0]!.macsRatio).toBeCloseTo(info.macsMatch.macsRatio, 12);
+    expect(Math.abs(c.experts[0]!.macsRatio - target)).toBeLessThan(Math.abs(b.experts[0]!.macsRatio - target) + 1e-9);
+    // only for the single-architecture baseline
+    const wrong = parsePruneConfig({ ...pruneConfig(teacher, { steps: 2 }), singleArchMacsRatio: target });
+    const r4 = startRun({ name: 'wrong', out: path.join(tmp, 'run-wrong'), config: wrong });
+    await expect(runPrune({ config: wrong, run: r4.run })).rejects.toThrow(/singleArchMacsRatio/);
+    r4.run.close();
   });
 });

@@ -209,6 +209,14 @@ function readYaml(file: string): Record<string, unknown> {
 }
 
 type Json = Record<string, unknown>;
+
+/** `sample_size` of a teacher folder's unet/config.json (the demo teacher is pixel space: the image side). */
+function teacherSampleSize(teacher: string): number {
+  const file = path.join(teacher, 'unet', 'config.json');
+  const size = (JSON.parse(fs.readFileSync(file, 'utf8')) as Json).sample_size;
+  if (typeof size !== 'number' || !Number.isInteger(size) || size < 8) throw new ConfigError('the demo teacher needs an integer sample_size', { file, field: 'sample_size', expected: 'an integer ≥ 8', found: size });
+  return size;
+}
 const section = (o: Json, k: string): Json => ({ ...((o[k] as Json | undefined) ?? {}) });
 
 /** The stage configs: the committed synthetic configs with the budget, seed and teacher applied. */
@@ -222,10 +230,12 @@ export function demoStageConfigs(o: Pick<DemoOptions, 'root' | 'budget' | 'seed'
   const finetune = readYaml(path.join(configs, 'finetune.synthetic.yaml'));
   const b = o.budget;
   const data = section(prune, 'data');
+  // the world is rendered at the teacher's resolution (a pixel-space teacher trained at another size is not the demo's)
+  const imageSize = teacherSampleSize(o.teacher);
   const base: Json = {
     ...prune,
     seed: o.seed,
-    data: { ...data, dataset: { ...section(data, 'dataset'), numSamples: b.trainPrompts }, loader: { ...section(data, 'loader'), seed: o.seed } },
+    data: { ...data, dataset: { ...section(data, 'dataset'), numSamples: b.trainPrompts, imageSize }, loader: { ...section(data, 'loader'), seed: o.seed } },
     model: { ...section(prune, 'model'), pretrainedModelNameOrPath: o.teacher },
     training: {
       ...section(prune, 'training'),
@@ -318,6 +328,16 @@ function demoTasks(o: DemoOptions, dirs: ReturnType<typeof runDirs>, prune: Prun
     cost: pruneCost,
     run: (c) => c.cli('trainer', ['prune', '--config', config, '--out', run, ...backend], /^prune/),
   });
+  // claim (a) compares at the same average MACs: the single architecture is exported at APTP's routed average
+  const singleArchTask = (id: string, run: string, config: string): Task => ({
+    ...pruneTask(id, run, config),
+    deps: ['route-aptp'],
+    run: (c) => {
+      const cfg = JSON.parse(fs.readFileSync(config, 'utf8')) as Json;
+      writeJsonAtomic(config, { ...cfg, singleArchMacsRatio: routedMacsRatio(path.join(dirs.pruneAptp, 'routing-train.json')) });
+      return c.cli('trainer', ['prune', '--config', config, '--out', run, ...backend], /^prune/);
+    },
+  });
   const route = (id: string, dep: string, run: string): Task => ({
     id,
     deps: [dep],
@@ -354,7 +374,7 @@ function demoTasks(o: DemoOptions, dirs: ReturnType<typeof runDirs>, prune: Prun
   return [
     { id: 'prepare', deps: [], cost: 1, local: true, run: () => writeEvalInputs(dirs.root, prune, b, o.seed) },
     pruneTask('prune-aptp', dirs.pruneAptp, dirs.pruneConfig('aptp')),
-    pruneTask('prune-single-arch', dirs.pruneSingle, dirs.pruneConfig('single-arch')),
+    singleArchTask('prune-single-arch', dirs.pruneSingle, dirs.pruneConfig('single-arch')),
     pruneTask('prune-no-ot', dirs.pruneNoOt, dirs.pruneConfig('no-ot')),
     route('route-aptp', 'prune-aptp', dirs.pruneAptp),
     ...aptpFt.map((id, k) => finetune(id, 'route-aptp', dirs.pruneAptp, dirs.ftAptp, k)),
@@ -400,6 +420,14 @@ function demoTasks(o: DemoOptions, dirs: ReturnType<typeof runDirs>, prune: Prun
       },
     },
   ];
+}
+
+/** The average MACs ratio (total MACs / teacher) over the prompts of a routing file (count-weighted experts). */
+export function routedMacsRatio(routingFile: string): number {
+  const { experts } = readRouting(routingFile);
+  const n = experts.reduce((a, e) => a + e.count, 0);
+  if (n === 0) throw new InputError('no prompt was routed', { code: 'E_ROUTING', file: routingFile, expected: 'at least one routed prompt' });
+  return experts.reduce((a, e) => a + e.count * e.macsRatio, 0) / n;
 }
 
 function runDirs(root: string) {

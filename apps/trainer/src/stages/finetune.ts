@@ -2,11 +2,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, InputError, readSafetensors, Rng } from '@aptp/core';
-import { createDataLoader, openSource, resolveTransform, type Batch, type DataLoader, type DataLoaderState, type IndexedSource, type Source } from '@aptp/datasets';
+import { openSource, type IndexedSource, type Source } from '@aptp/datasets';
 import { aptpLayout, expertConfig, prunedArchitecture, pruneWeights, UNET_FILES, writePrunedUNet } from '@aptp/unet-gating';
 import type { LoadedCheckpoint } from '../checkpoint';
 import { optimizerSettings, type FinetuneConfig } from '../config/reference';
 import { runTraining, type StepMetrics, type TrainingProgress, type TrainingSummary } from '../loop/runTraining';
+import { trainingDataFrom } from '../loop/trainingData';
 import { variableTarget } from '../loop/trainingTarget';
 import { createAdamW, scaledLearningRate } from '../optim/config';
 import type { RunDir } from '../runDir';
@@ -75,21 +76,13 @@ export async function runFinetune(options: FinetuneStageOptions): Promise<Finetu
     // 2. its prompts
     const source = subsetSource(await openSource(routing.dataset), indices, `expert-${k}`);
     const B = config.training.trainBatchSize;
-    const loader: DataLoader = createDataLoader(source, {
-      batchSize: B,
-      seed: config.data.loader.seed,
-      shuffle: config.data.loader.shuffle,
-      transform: resolveTransform({ ...config.data.loader, batchSize: B } as Parameters<typeof resolveTransform>[0]),
-      epochs: Infinity,
-      dropLast: config.data.loader.dropLast,
-      signal: options.signal,
-    });
+    const data = trainingDataFrom(source, config.data.loader, { batchSize: B, signal: options.signal });
     const optim = config.training.optim;
     const optimizer = createAdamW([{ name: 'unet', lr: scaledLearningRate(optim.unetLearningRate, optim.scaleLr, { batchSize: B }), params: student.params }], optimizerSettings(optim), { totalSteps: config.training.maxTrainSteps });
     const target = variableTarget(student.params, {
       optimizer,
-      hostState: () => ({ data: loader.state() }),
-      restoreHostState: (s) => loader.restore(s.data as DataLoaderState),
+      hostState: data.hostState,
+      restoreHostState: data.restoreHostState,
     });
     const l = config.training.losses;
     const model: FinetuneStepModel = {
@@ -100,7 +93,6 @@ export async function runFinetune(options: FinetuneStageOptions): Promise<Finetu
       weights: { diffusion: l.diffusionLoss.weight, distillation: l.distillationLoss.weight, block: l.blockLoss.weight, snrGamma: l.diffusionLoss.snrGamma },
     };
     const T = teacher.scheduler.config.numTrainTimesteps;
-    const it: { current: AsyncIterator<Batch> | null } = { current: null };
     try {
       const summary = await runTraining({
         label: `expert ${k}`,
@@ -115,10 +107,7 @@ export async function runFinetune(options: FinetuneStageOptions): Promise<Finetu
         onProgress: options.onProgress,
         progressKeys: ['diffusion', 'distillation'],
         step: async (i): Promise<StepMetrics> => {
-          it.current ??= loader[Symbol.asyncIterator]();
-          const next = await it.current.next();
-          if (next.done) throw new InputError('the data loader ended before the last step', { field: 'data' });
-          const b = next.value;
+          const b = await data.next(i);
           // x0: the images through the teacher's image encoder (latents of a latent teacher; the pixels otherwise)
           const x0 = await teacherX0(teacher, b, (id) => Rng.forKey(config.seed, 'finetune', k, i, id, 'vae'), options.signal);
           const [n, C, H, W] = x0.dims as [number, number, number, number];
@@ -148,7 +137,7 @@ export async function runFinetune(options: FinetuneStageOptions): Promise<Finetu
       return { summary, expertDir, parameters, rows: indices.length };
     } finally {
       optimizer.dispose();
-      await it.current?.return?.(undefined);
+      await data.close();
     }
   } finally {
     student?.dispose();

@@ -2,8 +2,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, DDPMScheduler, InputError, loadNoiseSchedule, Rng, ShapeError, type HostTensor } from '@aptp/core';
-import { createDataLoader, openSource, resolveTransform, type Batch, type DataLoader, type DataLoaderState } from '@aptp/datasets';
 import { prunableTarget } from '@aptp/unet-gating';
+import type { Batch } from '@aptp/datasets';
 import {
   gumbelSigmoid,
   gumbelOptions,
@@ -38,9 +38,11 @@ import {
 import type { LoadedCheckpoint } from '../checkpoint';
 import { optimizerSettings, type PromptEncoderConfig, type PruneConfig } from '../config/reference';
 import { runTraining, type StepMetrics, type TrainingProgress, type TrainingSummary } from '../loop/runTraining';
+import { openTrainingData, type TrainingData } from '../loop/trainingData';
 import { assignVariables, type TrainingTarget } from '../loop/trainingTarget';
 import { createAdamW, scaledLearningRate } from '../optim/config';
 import type { RunDir } from '../runDir';
+import { macsMatchedArchitecture } from './macsMatch';
 import { pruneStep, routerParams, type PruneBatch, type PruneStepModel } from '../steps/pruneStep';
 
 /**
@@ -315,7 +317,7 @@ function disposeBatch(b: PruneBatch): void {
 const EMBEDDING_GS = 'quantizer.embedding_gs';
 
 /** Checkpointed state: router variables + `embedding_gs` + optimizer + data position. */
-function pruneTarget(router: PromptRouter, params: Record<string, tf.Variable>, optimizer: TrainingTarget['optimizer'], loader: DataLoader): TrainingTarget {
+function pruneTarget(router: PromptRouter, params: Record<string, tf.Variable>, optimizer: TrainingTarget['optimizer'], data: TrainingData): TrainingTarget {
   return {
     weights: () => ({ ...params, [EMBEDDING_GS]: router.codebook.embeddingGs }),
     loadWeights(weights: ReadonlyMap<string, HostTensor>, file: string) {
@@ -331,8 +333,8 @@ function pruneTarget(router: PromptRouter, params: Record<string, tf.Variable>, 
       }
     },
     optimizer,
-    hostState: () => ({ data: loader.state() }),
-    restoreHostState: (s) => loader.restore(s.data as DataLoaderState),
+    hostState: data.hostState,
+    restoreHostState: data.restoreHostState,
   };
 }
 
@@ -340,6 +342,9 @@ function pruneTarget(router: PromptRouter, params: Record<string, tf.Variable>, 
 export async function runPrune(options: PruneStageOptions): Promise<PruneStageResult> {
   const { config, run } = options;
   const note = options.onNote ?? (() => undefined);
+  if (config.singleArchMacsRatio !== null && config.baseline !== 'singleArch') {
+    throw new ConfigError('singleArchMacsRatio applies to the single-architecture baseline only', { field: 'singleArchMacsRatio', expected: 'null, or baseline singleArch', found: `${config.singleArchMacsRatio} with baseline ${config.baseline}` });
+  }
   const teacher = await loadTeacher(config.model.pretrainedModelNameOrPath);
   let encoder: PromptEncoder | null = null;
   let router: PromptRouter | null = null;
@@ -356,18 +361,7 @@ export async function runPrune(options: PruneStageOptions): Promise<PruneStageRe
     }
     router = PromptRouter.init(layout, routerCfg, config.seed);
     const losses = config.baseline === 'singleArch' ? { ...config.training.losses, contrastiveLoss: { ...config.training.losses.contrastiveLoss, weight: 0 } } : config.training.losses;
-    const source = await openSource(config.data.dataset);
-    const loaderCfg = config.data.loader;
-    const loader = createDataLoader(source, {
-      batchSize: config.training.trainBatchSize,
-      seed: loaderCfg.seed,
-      shuffle: loaderCfg.shuffle,
-      transform: resolveTransform({ ...loaderCfg, batchSize: config.training.trainBatchSize } as Parameters<typeof resolveTransform>[0]),
-      epochs: Infinity,
-      dropLast: loaderCfg.dropLast,
-      shuffleBuffer: loaderCfg.shuffleBuffer,
-      signal: options.signal,
-    });
+    const data = await openTrainingData(config.data.dataset, config.data.loader, { batchSize: config.training.trainBatchSize, signal: options.signal });
     // MACs at the training resolution with the conditioner's text length (APTP.md §4.1: one training example), on the
     // UNet's sample: latents of size/f for a latent teacher (SD 2.1 at 256 px: 32×32), the image in pixel space.
     const ds = config.data.dataset;
@@ -403,8 +397,7 @@ export async function runPrune(options: PruneStageOptions): Promise<PruneStageRe
     );
     const model: PruneStepModel = { unet: teacher.unet, router, scheduler: teacher.scheduler, macs, pPrime, losses };
     const params = { ...hypernet, ...quantizer };
-    const target = pruneTarget(router, params, optimizer, loader);
-    const it: { current: AsyncIterator<Batch> | null } = { current: null };
+    const target = pruneTarget(router, params, optimizer, data);
     const r = router;
     const enc = encoder;
     try {
@@ -421,10 +414,7 @@ export async function runPrune(options: PruneStageOptions): Promise<PruneStageRe
         onProgress: options.onProgress,
         progressKeys: ['resourceRatioMean', 'contrastive'],
         step: async (i): Promise<StepMetrics> => {
-          it.current ??= loader[Symbol.asyncIterator]();
-          const next = await it.current.next();
-          if (next.done) throw new InputError('the data loader ended before the last step', { field: 'data', found: `step ${i}` });
-          const batch = await makeBatch(next.value, i, config.seed, teacher, enc, r, options.signal);
+          const batch = await makeBatch(await data.next(i), i, config.seed, teacher, enc, r, options.signal);
           const phase: RouterPhase = config.baseline === 'singleArch' || i < config.training.hypernetPretrainingSteps ? 'pretrain' : 'main';
           try {
             const m = await pruneStep(model, batch, phase, optimizer);
@@ -447,19 +437,30 @@ export async function runPrune(options: PruneStageOptions): Promise<PruneStageRe
       let routerDir: string | null = null;
       let experts: ExpertSummary[] = [];
       if (summary.status === 'completed') {
+        let macsMatch: { target: number; offset: number; macsRatio: number } | undefined;
         if (config.baseline === 'singleArch') {
-          // The one expert is the single architecture's noise-free sample.
-          tf.tidy(() => r.codebook.setEmbeddingGs(gumbelSigmoid(r.predictor.arch as tf.Tensor as tf.Tensor2D, tf.zeros([1, layout.vectorLength]) as tf.Tensor2D, layout, gumbelOptions(r.config))));
+          // The one expert is the single architecture's noise-free sample, or the one at the requested MACs ratio.
+          const logits = r.predictor.arch as tf.Tensor as tf.Tensor2D;
+          const target = config.singleArchMacsRatio;
+          if (target === null) {
+            tf.tidy(() => r.codebook.setEmbeddingGs(gumbelSigmoid(logits, tf.zeros([1, layout.vectorLength]) as tf.Tensor2D, layout, gumbelOptions(r.config))));
+          } else {
+            const m = macsMatchedArchitecture(logits, layout, gumbelOptions(r.config), macs, target);
+            r.codebook.setEmbeddingGs(m.gates);
+            m.gates.dispose();
+            macsMatch = { target, offset: m.offset, macsRatio: m.macsRatio };
+            note(`single architecture at MACs ratio ${m.macsRatio.toFixed(4)} (target ${target}; logit offset ${m.offset.toFixed(4)})`);
+          }
         }
         routerDir = run.file(PRUNE_FILES.router);
         saveRouter(r, routerDir);
         experts = expertSummaries(r, macs);
-        run.writeJson(PRUNE_FILES.experts, { baseline: config.baseline, pPrime, teacherTotalMacs: macs.totalMacs, experts });
+        run.writeJson(PRUNE_FILES.experts, { baseline: config.baseline, pPrime, teacherTotalMacs: macs.totalMacs, ...(macsMatch ? { macsMatch } : {}), experts });
       }
       return { summary, routerDir, experts, pPrime };
     } finally {
       optimizer.dispose();
-      await it.current?.return?.(undefined);
+      await data.close();
     }
   } finally {
     router?.dispose();

@@ -62,10 +62,10 @@ import { captionReliance, loadTeacherParts } from './teacherCheck';
  */
 export const DEFAULT_TEACHER_UNET = {
   _class_name: 'UNet2DConditionModel',
-  sample_size: 32,
+  sample_size: 16,
   in_channels: 3,
   out_channels: 3,
-  block_out_channels: [16, 32, 64],
+  block_out_channels: [32, 64, 64],
   down_block_types: ['DownBlock2D', 'DownBlock2D', 'CrossAttnDownBlock2D'],
   mid_block_type: 'UNetMidBlock2DCrossAttn',
   up_block_types: ['CrossAttnUpBlock2D', 'UpBlock2D', 'UpBlock2D'],
@@ -99,7 +99,7 @@ const conditioningSchema = z.strictObject({
 /** The built-in synthetic world: a `dataset` without a `format` key. */
 const syntheticWorldSchema = z.strictObject({
   seed: z.number().int().min(0).default(0).describe('synthetic world seed'),
-  imageSize: z.number().int().min(8).default(32).describe('image side in pixels'),
+  imageSize: z.number().int().min(8).default(16).describe('image side in pixels'),
   validationFraction: z.number().gt(0).lt(1).default(0.1).describe('share of prompts held out (never trained on)'),
 });
 type SyntheticWorldConfig = z.output<typeof syntheticWorldSchema> & { format?: undefined };
@@ -140,7 +140,7 @@ export const teacherSchema = z.strictObject({
   export: z.string().optional().describe('folder to write the trained teacher into (default <run folder>/teacher)'),
   seed: num().pipe(z.number().int().min(0)).default(0).describe('seed of the weight init, noise, timesteps and caption dropout'),
   steps: num().pipe(z.number().int().min(1)).default(3000).describe('optimizer steps (each on new samples)'),
-  batchSize: num().pipe(z.number().int().min(1)).default(8).describe('samples per step'),
+  batchSize: num().pipe(z.number().int().min(1)).default(16).describe('samples per step'),
   learningRate: num().pipe(z.number().positive()).default(2e-3).describe('AdamW learning rate'),
   lrScheduler: z.enum(LR_SCHEDULERS).default('constant_with_warmup').describe('learning-rate schedule'),
   lrWarmupSteps: num().pipe(z.number().int().min(0)).default(50).describe('linear warm-up steps'),
@@ -149,7 +149,7 @@ export const teacherSchema = z.strictObject({
   emaDecay: num().pipe(z.number().min(0).lt(1)).default(0.995).describe('EMA of the weights (exported); 0 = off'),
   captionDropout: num().pipe(z.number().min(0).max(1)).default(0.1).describe('share of empty captions (classifier-free guidance)'),
   snrGamma: num().pipe(z.number().positive()).nullable().default(5).describe('min-SNR-γ weighting (APTP.md §5.1); null = plain MSE'),
-  saveEvery: num().pipe(z.number().int().min(0)).default(50).describe('checkpoint every N steps'),
+  saveEvery: num().pipe(z.number().int().min(0)).default(100).describe('checkpoint every N steps'),
   checkSamples: num().pipe(z.number().int().min(0)).default(32).describe('validation images of the caption-reliance check written to provenance.json (0 = skip)'),
   backend: z.string().optional().describe('tensor backend: wasm | cpu | tfjs-node (env APTP_BACKEND)'),
   unet: z.record(z.string(), z.unknown()).default({ ...DEFAULT_TEACHER_UNET }).describe('diffusers UNet config.json (snake_case; config file only)'),
