@@ -5,6 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { InputError, Rng, ShapeError, f16ToF32, f32ToF16, writeSafetensors, type HostTensor } from '@aptp/core';
 import { describeBackends, expectClose, expectNoTensorLeak, gradCheck, useBackend } from '@aptp/core/testing';
 import { parseUNetConfig } from './config';
+import { aptpLayout } from './gates/layout';
 import { createEagerUNet, loadUNet, type UNet2DConditionModel } from './unet';
 import { eagerTensorFactory, hostSource, randomUNetWeights, type TensorFactory } from './weights';
 
@@ -238,5 +239,26 @@ describeBackends('forward with blockOutputs: false', () => {
     }, { name: 'forward blockOutputs false' });
     tf.dispose([sample, timestep, ehs]);
     unet.dispose();
+  });
+});
+
+describe('depth gates need a ResNet that keeps its shape', () => {
+  beforeAll(() => useBackend('cpu'));
+
+  it('a gated forward through a channel-changing depth-gated ResNet is a ShapeError naming the sub-block', () => {
+    // layers_per_block 1: the last (only) ResNet of down_blocks.1 changes 8 → 16 channels and gets a depth gate
+    const layout = aptpLayout(cfg);
+    const owner = layout.subBlocks.find((sb) => sb.depthIndex !== null && sb.name === 'down_blocks.1.resnets.0');
+    expect(owner).toBeDefined();
+    const unet = createEagerUNet(cfg, hostSource(randomUNetWeights(cfg, 1)));
+    const { sample, timestep, ehs } = inputs();
+    const gates = tf.ones([2, layout.vectorLength]);
+    try {
+      expect(() => unet.forward({ sample, timestep, encoderHiddenStates: ehs, gates })).toThrow(ShapeError);
+      expect(() => unet.forward({ sample, timestep, encoderHiddenStates: ehs, gates })).toThrow(/down_blocks\.1\.resnets\.0 carries a depth gate but changes channels \(8 → 16\)/);
+    } finally {
+      tf.dispose([sample, timestep, ehs, gates]);
+      unet.dispose();
+    }
   });
 });

@@ -1,3 +1,4 @@
+import { ShapeError } from '@aptp/core';
 import type { ParamScope } from '../weights';
 import type { BlockSpec } from '../config';
 import type { ForwardContext, LoadContext } from './context';
@@ -20,8 +21,18 @@ export interface DownBlock<T> {
 
 /** Runs a sub-block (or passes through when a pruned expert dropped it) and applies its depth gate. */
 function runResnet<T>(ctx: ForwardContext<T>, r: ResnetBlock2D<T> | null, name: string, x: T): T {
+  const depth = gatesOf(ctx, name)?.depthGate;
+  if (depth !== undefined && r && r.spec.inChannels !== r.spec.outChannels) {
+    // y = (1 − d)·x + d·f(x) needs f to keep the shape; the reference only depth-gates ResNets that do (APTP.md §3.1)
+    throw new ShapeError(`${name} carries a depth gate but changes channels (${r.spec.inChannels} → ${r.spec.outChannels}): a skipped ResNet cannot pass its input through`, {
+      code: 'E_SHAPE',
+      field: name,
+      expected: 'depth gates only on ResNets that keep their channels (layers_per_block ≥ 2 with *HalfGated blocks, as SD 2.1)',
+      found: `${r.spec.inChannels} → ${r.spec.outChannels}`,
+    });
+  }
   const fx = r ? r.forward(ctx, x) : x;
-  const y = applyDepth(ctx.o, x, fx, gatesOf(ctx, name)?.depthGate);
+  const y = applyDepth(ctx.o, x, fx, depth);
   ctx.capture?.(name, y, 'map');
   return y;
 }
