@@ -12,6 +12,7 @@ it('exports exactly the documented API', () => {
     'ConfigError',
     'DDIMScheduler',
     'DDPMScheduler',
+    'DENSE_ATTENTION_LIMIT',
     'DPMSolverMultistepScheduler',
     'EXIT',
     'EagerOps',

@@ -32,7 +32,7 @@ export { EagerOps } from './ops/eager/eagerOps';
 export type { EagerOpsOptions } from './ops/eager/eagerOps';
 export { conv2dNhwc, conv2dInputGrad, conv2dFilterGrad } from './ops/eager/conv2d';
 export { matMul2d, linearLastAxis } from './ops/eager/matmul';
-export { multiHeadAttention } from './ops/eager/attention';
+export { multiHeadAttention, DENSE_ATTENTION_LIMIT, type AttentionPath } from './ops/eager/attention';
 export { ClipTokenizer, clipCleanText, bytesToUnicode, CLIP_CONTEXT_LENGTH } from './tokenizers/clipTokenizer';
 export type { ClipEncoding, ClipTokenizerData } from './tokenizers/clipTokenizer';
 export { loadClipTokenizer, parseMerges, vocabFromMerges } from './tokenizers/load';

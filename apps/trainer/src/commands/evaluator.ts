@@ -23,7 +23,7 @@ export const PROVENANCE_FILE = 'provenance.json';
 export const evaluatorSchema = z.strictObject({
   out: z.string().default(EVALUATOR_ASSET_DIR).describe('folder to write config.json, model.safetensors and provenance.json into'),
   seed: z.coerce.number().int().min(0).default(0).describe('seed of the weight init, the synthetic world and the shuffled-prompt check'),
-  steps: z.coerce.number().int().min(1).default(5000).describe('optimizer steps'),
+  steps: z.coerce.number().int().min(1).default(20000).describe('optimizer steps'),
   batchSize: z.coerce.number().int().min(1).default(32).describe('training samples per step'),
   learningRate: z.coerce.number().positive().default(2e-3).describe('AdamW peak learning rate (cosine decay after a linear warm-up)'),
   warmupSteps: z.coerce.number().int().min(0).default(100).describe('linear learning-rate warm-up steps'),

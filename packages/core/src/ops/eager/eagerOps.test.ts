@@ -169,8 +169,8 @@ describeBackends('eager custom gradients vs tfjs autodiff (cpu oracle)', (backen
     tf.dispose(ours3);
   });
 
-  for (const heads of [1, 3]) {
-    it(`multiHeadAttention (${heads} heads, S != T): value and dq, dk, dv`, async () => {
+  for (const [heads, path] of [[1, 'loop'], [3, 'loop'], [1, 'dense'], [3, 'dense'], [3, 'auto']] as const) {
+    it(`multiHeadAttention (${heads} heads, S != T, ${path}): value and dq, dk, dv`, async () => {
       const [B, S, T, d] = [2, 5, 4, 2];
       const C = heads * d;
       const q = rand(`q${heads}`, [B, S, C]);
@@ -185,8 +185,8 @@ describeBackends('eager custom gradients vs tfjs autodiff (cpu oracle)', (backen
         return tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [B, S, C]);
       };
       const ref = await onCpu(backend, () => valueAndGrads(naive, [q, k, v], cot));
-      const ours = valueAndGrads((a, b, c) => multiHeadAttention(a as tf.Tensor3D, b as tf.Tensor3D, c as tf.Tensor3D, heads), [q, k, v], cot);
-      compareAll(`attention h=${heads}`, ours, ref);
+      const ours = valueAndGrads((a, b, c) => multiHeadAttention(a as tf.Tensor3D, b as tf.Tensor3D, c as tf.Tensor3D, heads, path), [q, k, v], cot);
+      compareAll(`attention h=${heads} ${path}`, ours, ref);
       tf.dispose(ours);
     });
   }
