@@ -1,7 +1,8 @@
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
 import { Command, ConfigError, ProgressBar, describeBackend, initBackend, writeJsonAtomic } from '@aptp/core';
-import { SyntheticWorld } from '@aptp/datasets';
+import { SyntheticWorld, type SyntheticConfig } from '@aptp/datasets';
 import { DEFAULT_TEACHER_DIR } from '../config/reference';
 import { captionReliance, formatReliance, loadTeacherParts, teacherSampleSheet } from '../stages/teacherCheck';
 
@@ -38,7 +39,8 @@ export const teacherCheckCommand: Command<typeof teacherCheckSchema> = {
       throw new ConfigError('timesteps must be integers in [0, T)', { field: '--timesteps', expected: `0 … ${T - 1}`, found: args.timesteps });
     }
     const size = parts.unet.config.sampleSize;
-    const world = new SyntheticWorld({ seed: args.seed, imageSize: typeof size === 'number' ? size : 32 });
+    // the world the teacher was trained on (its provenance.json), at the teacher's size, with this seed
+    const world = new SyntheticWorld({ ...trainingWorld(args.teacher), seed: args.seed, imageSize: typeof size === 'number' ? size : 32 });
     let rows;
     try {
       rows = captionReliance(parts, world, { samples: args.samples, timesteps, seed: args.seed });
@@ -57,3 +59,15 @@ export const teacherCheckCommand: Command<typeof teacherCheckSchema> = {
     return 0;
   },
 };
+
+/** Category and background weights of the synthetic world in a teacher folder's provenance.json (defaults otherwise). */
+function trainingWorld(teacherDir: string): Partial<SyntheticConfig> {
+  const file = path.join(teacherDir, 'provenance.json');
+  if (!fs.existsSync(file)) return {};
+  const dataset = ((JSON.parse(fs.readFileSync(file, 'utf8')) as { config?: { dataset?: Record<string, unknown> } }).config?.dataset ?? {}) as Partial<SyntheticConfig>;
+  if (dataset.format !== undefined && dataset.format !== 'synthetic') return {};
+  return {
+    ...(dataset.categoryWeights ? { categoryWeights: dataset.categoryWeights } : {}),
+    ...(dataset.backgroundWeights ? { backgroundWeights: dataset.backgroundWeights } : {}),
+  };
+}

@@ -18,6 +18,7 @@ import {
   datasetConfigSchema,
   resolveTransform,
   SyntheticWorld,
+  syntheticConfigSchema,
   type ResolvedDatasetConfig,
   type SkipReport,
 } from '@aptp/datasets';
@@ -101,6 +102,7 @@ const syntheticWorldSchema = z.strictObject({
   seed: z.number().int().min(0).default(0).describe('synthetic world seed'),
   imageSize: z.number().int().min(8).default(16).describe('image side in pixels'),
   validationFraction: z.number().gt(0).lt(1).default(0.1).describe('share of prompts held out (never trained on)'),
+  backgroundWeights: syntheticConfigSchema.shape.backgroundWeights,
 });
 type SyntheticWorldConfig = z.output<typeof syntheticWorldSchema> & { format?: undefined };
 
@@ -244,10 +246,10 @@ export interface TeacherRunResult {
 
 /** The synthetic world of the caption-reliance check: the training world, or that of a `format: synthetic` config. */
 function checkWorld(dataset: SyntheticWorldConfig | ResolvedDatasetConfig): SyntheticWorld | null {
-  if (isSyntheticWorldConfig(dataset)) return new SyntheticWorld({ seed: dataset.seed, imageSize: dataset.imageSize, validationFraction: dataset.validationFraction });
+  if (isSyntheticWorldConfig(dataset)) return new SyntheticWorld({ seed: dataset.seed, imageSize: dataset.imageSize, validationFraction: dataset.validationFraction, backgroundWeights: dataset.backgroundWeights });
   if (dataset.format !== 'synthetic') return null;
-  const { seed, imageSize, validationFraction, categoryWeights } = dataset;
-  return new SyntheticWorld({ seed, imageSize, validationFraction, categoryWeights });
+  const { seed, imageSize, validationFraction, categoryWeights, backgroundWeights } = dataset;
+  return new SyntheticWorld({ seed, imageSize, validationFraction, categoryWeights, backgroundWeights });
 }
 
 /** Trains (or continues) the teacher in `run` and writes the model folder. */

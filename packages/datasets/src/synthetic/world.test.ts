@@ -74,6 +74,28 @@ describe('synthetic world: determinism and splits', () => {
       else expect(positionOf(centroid(m, 64)[0], centroid(m, 64)[1], 64)).toBe(b.attributes.objects[0]!.position);
     }
   });
+
+  it('background pattern weights are configurable; the defaults give the default world', () => {
+    const def = new SyntheticWorld({ seed: 3 });
+    const explicit = new SyntheticWorld({ seed: 3, backgroundWeights: { plain: 0.4, stripes: 0.15, checker: 0.15, gradient: 0.15, noise: 0.15 } });
+    const plain = new SyntheticWorld({ seed: 3, backgroundWeights: { plain: 1, stripes: 0, checker: 0, gradient: 0, noise: 0 } });
+    const checker = new SyntheticWorld({ seed: 3, backgroundWeights: { plain: 0, stripes: 0, checker: 1, gradient: 0, noise: 0 } });
+    const patterns = (w: SyntheticWorld, mentionedOnly: boolean) =>
+      Array.from({ length: 300 }, (_, i) => w.prompt('train', i).attributes)
+        .filter((a) => !mentionedOnly || a.mentioned.includes('background'))
+        .map((a) => a.background.pattern);
+    for (let i = 0; i < 50; i++) {
+      const [a, b] = [def.sample('train', i), explicit.sample('train', i)];
+      expect(b.caption).toBe(a.caption);
+      expect(Buffer.from(b.image.data).equals(Buffer.from(a.image.data))).toBe(true);
+    }
+    expect(new Set(patterns(def, true)).size).toBe(5);
+    expect(new Set(patterns(plain, false))).toEqual(new Set(['plain']));
+    const mentioned = patterns(checker, true);
+    expect(mentioned.length).toBeGreaterThan(30);
+    expect(new Set(mentioned)).toEqual(new Set(['checker']));
+    expect(() => new SyntheticWorld({ backgroundWeights: { plain: 0, stripes: 0, checker: 0, gradient: 0, noise: 0 } })).toThrow(/backgroundWeights/);
+  });
 });
 
 describe('synthetic world: the rendered pixels match the attributes', () => {

@@ -48,6 +48,16 @@ export const syntheticConfigSchema = z.strictObject({
     })
     .default({ shape: 0.35, count: 0.2, relation: 0.25, text: 0.2 })
     .describe('relative frequency of each prompt category'),
+  backgroundWeights: z
+    .strictObject({
+      plain: z.number().min(0),
+      stripes: z.number().min(0),
+      checker: z.number().min(0),
+      gradient: z.number().min(0),
+      noise: z.number().min(0),
+    })
+    .default({ plain: 0.4, stripes: 0.15, checker: 0.15, gradient: 0.15, noise: 0.15 })
+    .describe('relative frequency of each pattern of a background the caption mentions (an unmentioned one is plain)'),
 });
 export type SyntheticConfig = z.input<typeof syntheticConfigSchema>;
 export type SyntheticSplit = 'train' | 'validation';
@@ -169,19 +179,17 @@ function textScene(rng: Rng, S: number): { objects: SceneObject[]; text: string;
   return { objects, text, mentioned: ['text', 'color'] };
 }
 
-const PATTERN_WEIGHTS: Record<BackgroundPattern, number> = { plain: 0.4, stripes: 0.15, checker: 0.15, gradient: 0.15, noise: 0.15 };
-
-function background(rng: Rng, objects: SceneObject[], mention: boolean): SceneBackground | undefined {
+function background(rng: Rng, objects: SceneObject[], mention: boolean, patternWeights: Record<BackgroundPattern, number>): SceneBackground | undefined {
   const objColors = objects.map((o) => colorRgb(o.color));
   if (!mention) {
     const color = (['black', 'white', 'gray'] as const).find((c) => objColors.every((o) => rgbDistance(o, colorRgb(c)) >= BG_CONTRAST))!;
     return { pattern: 'plain', color };
   }
-  let u = rng.nextDouble();
+  let u = rng.nextDouble() * BACKGROUND_PATTERNS.reduce((a, p) => a + patternWeights[p], 0);
   let pattern: BackgroundPattern = 'plain';
   for (const p of BACKGROUND_PATTERNS) {
-    u -= PATTERN_WEIGHTS[p];
-    if (u < 0) {
+    u -= patternWeights[p];
+    if (u < 0 && patternWeights[p] > 0) {
       pattern = p;
       break;
     }
@@ -197,7 +205,12 @@ function background(rng: Rng, objects: SceneObject[], mention: boolean): SceneBa
 }
 
 /** Draws one scene and its caption from `rng` (attributes + caption; no pixels). */
-export function sampleScene(rng: Rng, imageSize: number, weights: Record<PromptCategory, number>): { caption: string; attributes: SyntheticAttributes } {
+export function sampleScene(
+  rng: Rng,
+  imageSize: number,
+  weights: Record<PromptCategory, number>,
+  patternWeights: Record<BackgroundPattern, number> = syntheticConfigSchema.shape.backgroundWeights.parse(undefined),
+): { caption: string; attributes: SyntheticAttributes } {
   const total = CATEGORIES.reduce((s, c) => s + weights[c], 0);
   let u = rng.nextDouble() * total;
   let category: PromptCategory = CATEGORIES[CATEGORIES.length - 1]!;
@@ -212,10 +225,10 @@ export function sampleScene(rng: Rng, imageSize: number, weights: Record<PromptC
   const scene =
     category === 'shape' ? shapeScene(rng, S) : category === 'count' ? countScene(rng, S) : category === 'relation' ? relationScene(rng, S) : textScene(rng, S);
   const mention = rng.nextDouble() < (category === 'shape' ? 0.4 : 0.3);
-  let bg = background(rng, scene.objects, mention);
+  let bg = background(rng, scene.objects, mention, patternWeights);
   const mentioned = [...scene.mentioned];
   if (bg && mention) mentioned.push('background');
-  bg ??= background(rng, scene.objects, false)!;
+  bg ??= background(rng, scene.objects, false, patternWeights)!;
   const attributes: SyntheticAttributes = { category, imageSize: S, objects: scene.objects, background: bg, mentioned, template: '' };
   if ('relation' in scene) attributes.relation = scene.relation as SyntheticAttributes['relation'];
   if ('count' in scene) attributes.count = scene.count as number;
@@ -235,14 +248,16 @@ export class SyntheticWorld {
     this.config = syntheticConfigSchema.parse({ format: 'synthetic', ...config });
     const w = this.config.categoryWeights;
     if (CATEGORIES.every((c) => w[c] === 0)) throw new ConfigError('at least one category weight must be positive', { field: 'categoryWeights', found: w });
+    const b = this.config.backgroundWeights;
+    if (BACKGROUND_PATTERNS.every((p) => b[p] === 0)) throw new ConfigError('at least one background weight must be positive', { field: 'backgroundWeights', found: b });
   }
 
   /** Caption and attributes of sample `index` of `split` (cheap: no rendering). */
   prompt(split: SyntheticSplit, index: number): SyntheticPrompt {
-    const { seed, imageSize, categoryWeights, validationFraction } = this.config;
+    const { seed, imageSize, categoryWeights, backgroundWeights, validationFraction } = this.config;
     if (!Number.isInteger(index) || index < 0) throw new ConfigError('sample index must be a non-negative integer', { field: 'index', found: index });
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const s = sampleScene(Rng.forKey(seed, 'synthetic', index, attempt), imageSize, categoryWeights);
+      const s = sampleScene(Rng.forKey(seed, 'synthetic', index, attempt), imageSize, categoryWeights, backgroundWeights);
       if (splitOfPrompt(s.caption, validationFraction) === split) return { id: `synthetic/${split}/${index}`, ...s };
     }
     throw new ConfigError('no prompt of this split found; validationFraction too extreme', { field: 'validationFraction', found: validationFraction });
