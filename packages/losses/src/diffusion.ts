@@ -8,12 +8,14 @@ import { ConfigError, InputError, ShapeError } from '@aptp/core';
  *   SNR_t = ᾱ_t / (1 − ᾱ_t)           (computed as (√ᾱ_t / √(1 − ᾱ_t))², in float32, as the reference)
  *   ε-prediction:  w_t = min(SNR_t, γ) / SNR_t
  *   v-prediction:  w_t = min(SNR_t + 1, γ) / (SNR_t + 1)
+ *   x₀-prediction ("sample", not in the reference): w_t = min(SNR_t, γ) — the ε weighting carried to x₀ space
+ *                  (‖ε − ε̂‖² = SNR_t·‖x₀ − x̂₀‖²), so the three objectives weight the x₀ error alike
  *   L = mean_b [ w_{t_b} · mean_{c,h,w} (pred_b − target_b)² ]
  *
  * Without γ (reference `snr_gamma: null`) the loss is the plain mean squared error over every element.
- * `target` is ε (epsilon) or v = √ᾱ_t·ε − √(1 − ᾱ_t)·x₀ (v_prediction); building it is the scheduler's job.
+ * `target` is ε (epsilon), v = √ᾱ_t·ε − √(1 − ᾱ_t)·x₀ (v_prediction) or x₀ (sample); building it is the scheduler's job.
  */
-export type PredictionType = 'epsilon' | 'v_prediction';
+export type PredictionType = 'epsilon' | 'v_prediction' | 'sample';
 
 const f32 = Math.fround;
 
@@ -38,11 +40,15 @@ export function snrFromAlphasCumprod(alphasCumprod: ArrayLike<number>, timesteps
 /** Min-SNR-γ loss weights `[B]` (float32 as the reference). */
 export function minSnrWeights(snr: ArrayLike<number>, gamma: number, predictionType: PredictionType): Float32Array {
   if (!(gamma > 0)) throw new ConfigError('snr gamma must be positive', { field: 'snrGamma', expected: '> 0', found: gamma });
-  if (predictionType !== 'epsilon' && predictionType !== 'v_prediction') {
-    throw new ConfigError('unknown prediction type', { field: 'predictionType', expected: 'epsilon | v_prediction', found: predictionType });
+  if (predictionType !== 'epsilon' && predictionType !== 'v_prediction' && predictionType !== 'sample') {
+    throw new ConfigError('unknown prediction type', { field: 'predictionType', expected: 'epsilon | v_prediction | sample', found: predictionType });
   }
   const out = new Float32Array(snr.length);
   for (let b = 0; b < snr.length; b++) {
+    if (predictionType === 'sample') {
+      out[b] = f32(Math.min(f32(snr[b]!), f32(gamma)));
+      continue;
+    }
     // v-prediction: "the velocity objective requires that we add one to SNR values before we divide by them".
     const s = predictionType === 'v_prediction' ? f32(f32(snr[b]!) + 1) : f32(snr[b]!);
     out[b] = f32(Math.min(s, f32(gamma)) / s);

@@ -88,7 +88,7 @@ const schedulerSchema = z.strictObject({
   betaSchedule: z.enum(['linear', 'scaled_linear', 'squaredcos_cap_v2']).default('squaredcos_cap_v2').describe('beta_schedule (cosine suits pixel space)'),
   betaStart: z.number().gt(0).lt(1).default(0.0001).describe('beta_start (linear schedules)'),
   betaEnd: z.number().gt(0).lt(1).default(0.02).describe('beta_end (linear schedules)'),
-  predictionType: z.enum(['epsilon', 'v_prediction']).default('v_prediction').describe('prediction_type'),
+  predictionType: z.enum(['epsilon', 'v_prediction', 'sample']).default('v_prediction').describe('prediction_type (sample = x₀)'),
 });
 
 const conditioningSchema = z.strictObject({
