@@ -7,7 +7,7 @@ import { runPrune } from '../stages/prune';
 
 /**
  * `prune` (APTP stage 1): router + codebook training against the frozen teacher. Options: the reference-shaped config
- * (`seed`, `data`, `model`, `training`, `baseline`; from `--config file.yaml`, defaults in `config/reference.ts`) and
+ * (`seed`, `data`, `model`, `training`, `baseline`, `singleArchMacsRatio`; from `--config file.yaml`, defaults in `config/reference.ts`) and
  * flags for the common settings, which override the file.
  */
 const int = () => z.coerce.number().int();
@@ -19,6 +19,7 @@ export const pruneCommandSchema = z.strictObject({
   model: section('model: { pretrainedModelNameOrPath, promptEncoder, router }'),
   training: section('training: { trainBatchSize, maxTrainSteps, hypernetPretrainingSteps, losses, optim, logging }'),
   baseline: z.enum(BASELINES).optional().describe('none (APTP) | singleArch | random | noOt'),
+  singleArchMacsRatio: z.coerce.number().optional().describe('singleArch: export the learned architecture at this MACs ratio (0 < r ≤ 1; default: the noise-free sample, as the reference)'),
   teacher: z.string().optional().describe('teacher model folder (model.pretrainedModelNameOrPath)'),
   steps: int().min(0).optional().describe('training.maxTrainSteps (reference 5000)'),
   pretrainingSteps: int().min(0).optional().describe('training.hypernetPretrainingSteps (reference 500)'),
@@ -48,7 +49,7 @@ export function setPath(root: Json, path: string[], value: unknown): void {
 /** The resolved pruning config: file sections, then flags. */
 export function pruneConfigFromArgs(args: PruneCommandArgs): PruneConfig {
   const raw: Json = {};
-  for (const k of ['seed', 'data', 'model', 'training', 'baseline'] as const) if (args[k] !== undefined) raw[k] = args[k];
+  for (const k of ['seed', 'data', 'model', 'training', 'baseline', 'singleArchMacsRatio'] as const) if (args[k] !== undefined) raw[k] = args[k];
   const flags: Array<[keyof PruneCommandArgs, string[]]> = [
     ['teacher', ['model', 'pretrainedModelNameOrPath']],
     ['steps', ['training', 'maxTrainSteps']],
