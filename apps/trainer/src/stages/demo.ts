@@ -328,13 +328,14 @@ function demoTasks(o: DemoOptions, dirs: ReturnType<typeof runDirs>, prune: Prun
     cost: pruneCost,
     run: (c) => c.cli('trainer', ['prune', '--config', config, '--out', run, ...backend], /^prune/),
   });
-  // claim (a) compares at the same average MACs: the single architecture is exported at APTP's routed average
+  // claim (a) compares at the same average MACs: the single architecture is exported at APTP's average over the
+  // eval prompts as the sampler routed them (each prompt alone; `route` uses the reference's batch noise stream)
   const singleArchTask = (id: string, run: string, config: string): Task => ({
     ...pruneTask(id, run, config),
-    deps: ['route-aptp'],
+    deps: ['sample-aptp'],
     run: (c) => {
       const cfg = JSON.parse(fs.readFileSync(config, 'utf8')) as Json;
-      writeJsonAtomic(config, { ...cfg, singleArchMacsRatio: routedMacsRatio(path.join(dirs.pruneAptp, 'routing-train.json')) });
+      writeJsonAtomic(config, { ...cfg, singleArchMacsRatio: sampledMacsRatio(path.join(dirs.samples('aptp'), 'manifest.jsonl')) });
       return c.cli('trainer', ['prune', '--config', config, '--out', run, ...backend], /^prune/);
     },
   });
@@ -422,12 +423,14 @@ function demoTasks(o: DemoOptions, dirs: ReturnType<typeof runDirs>, prune: Prun
   ];
 }
 
-/** The average MACs ratio (total MACs / teacher) over the prompts of a routing file (count-weighted experts). */
-export function routedMacsRatio(routingFile: string): number {
-  const { experts } = readRouting(routingFile);
-  const n = experts.reduce((a, e) => a + e.count, 0);
-  if (n === 0) throw new InputError('no prompt was routed', { code: 'E_ROUTING', file: routingFile, expected: 'at least one routed prompt' });
-  return experts.reduce((a, e) => a + e.count * e.macsRatio, 0) / n;
+/** The mean MACs ratio (UNet call / teacher) over the images of a sampler manifest (routed experts' ratios). */
+export function sampledMacsRatio(manifestFile: string): number {
+  const rows = fs.readFileSync(manifestFile, 'utf8').split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as { macsRatio?: unknown });
+  const ratios = rows.map((r) => r.macsRatio);
+  if (ratios.length === 0 || !ratios.every((r): r is number => typeof r === 'number' && r > 0)) {
+    throw new InputError('no MACs ratio per image in the sample manifest', { code: 'E_FORMAT', file: manifestFile, field: 'macsRatio', expected: 'a positive number on every line' });
+  }
+  return ratios.reduce((a, b) => a + b, 0) / ratios.length;
 }
 
 function runDirs(root: string) {
