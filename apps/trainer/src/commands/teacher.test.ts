@@ -94,7 +94,7 @@ describe('aptp-trainer teacher', () => {
     const cond = HashedTextConditioner.load(exportDir);
     expect(cond.dim).toBe(8);
     const sched = DDIMScheduler.fromJson(readSchedulerConfigFile(path.join(exportDir, 'scheduler')).raw);
-    expect(sched.config.predictionType).toBe('v_prediction');
+    expect(sched.config.predictionType).toBe('sample');
     expect(sched.config.betaSchedule).toBe('squaredcos_cap_v2');
     sched.setTimesteps(4);
     expect(sched.timesteps).toEqual([999, 749, 499, 249]);

@@ -38,22 +38,22 @@ import { captionReliance, loadTeacherParts } from './teacherCheck';
  * The teacher stage (issue 7 item 1): trains a text-conditioned UNet from scratch with the denoising loss on any data
  * set (default: the synthetic world) and writes it as a diffusers-style model folder:
  *
- *   unet/config.json, unet/diffusion_pytorch_model.safetensors   (the EMA weights, stored as float16: < 3 MB)
+ *   unet/config.json, unet/diffusion_pytorch_model.safetensors   (the EMA weights, stored as float16: < 5 MB)
  *   scheduler/scheduler_config.json                               (sampling: DDIM, same noise schedule)
  *   conditioning/config.json                                      (the weight-free HashedTextConditioner)
  *   model_index.json, metrics.jsonl (the training's), provenance.json
  *
- * Default model: a pixel-space 3-channel UNet in the SD 2.x family with 3 levels (32, 16, 8 px; 16/32/64 channels),
- * `DownBlock2D, DownBlock2D, CrossAttnDownBlock2D` + `UNetMidBlock2DCrossAttn` + `CrossAttnUpBlock2D, UpBlock2D,
- * UpBlock2D`, 2 ResNets per down block (3 per up block) so APTP's half-gated depth gates apply, linear projections,
- * GEGLU feed-forward, `gated_ff` with 16 feed-forward groups, and diffusers' `addition_embed_type: "text"`: the prompt
- * is pooled by attention (`TextTimeEmbedding`) and added to the time embedding, so every ResNet sees it.
- * Why this shape (measured, see apps/trainer/README.md `## Teacher`): with cross-attention alone a 1000-step teacher
- * ignored its prompt (caption-reliance gap 0.4 % at t = 900); the pooled text made the gap 21–33 % within 300–500
- * steps. Cross-attention at 16×16 costs 60 % more per step than at 8×8 only (tfjs-wasm runs attention per image and
- * head), so the spatial text binding lives at 8×8 and in the mid block. v-prediction on a cosine noise schedule
- * (squaredcos_cap_v2, suited to small pixel images), min-SNR-γ = 5, 10% empty captions for classifier-free guidance,
- * EMA of the weights (exported).
+ * Default model: a pixel-space 3-channel UNet in the SD 2.x family at 16×16 with 3 levels (16, 8, 4 px; 32/64/64
+ * channels), `DownBlock2D, DownBlock2D, CrossAttnDownBlock2D` + `UNetMidBlock2DCrossAttn` + `CrossAttnUpBlock2D,
+ * UpBlock2D, UpBlock2D`, 2 ResNets per down block (3 per up block) so APTP's half-gated depth gates apply, linear
+ * projections, GEGLU feed-forward, `gated_ff` with 16 feed-forward groups, and diffusers' `addition_embed_type:
+ * "text"`: the prompt is pooled by attention (`TextTimeEmbedding`) and added to the time embedding, so every ResNet
+ * sees it. Why this shape (measured, see apps/trainer/README.md `## Teacher`): with cross-attention alone a 1000-step
+ * teacher ignored its prompt (caption-reliance gap 0.4 % at t = 900); the pooled text made the gap 21–33 % within
+ * 300–500 steps. At 32 px, 3000 steps of v-prediction (session 2) and at 16 px 3000 steps of v-prediction (session 3)
+ * gave speckled colour noise, not shapes; x₀-prediction (`sample`) gives clean images with the same budget, so it is
+ * the default. Cosine noise schedule (squaredcos_cap_v2, suited to small pixel images), min-SNR-γ = 5 (in x₀ space:
+ * min(SNR, γ)), 10% empty captions for classifier-free guidance, EMA of the weights (exported).
  *
  * Data: `dataset` without a `format` key is the built-in synthetic world (rows k·B … of its train split, rendered at
  * `imageSize`); with a `format` it is any @aptp/datasets config (imageFolder, cc3m, webdataset, coco2014, coco30k,
@@ -88,7 +88,10 @@ const schedulerSchema = z.strictObject({
   betaSchedule: z.enum(['linear', 'scaled_linear', 'squaredcos_cap_v2']).default('squaredcos_cap_v2').describe('beta_schedule (cosine suits pixel space)'),
   betaStart: z.number().gt(0).lt(1).default(0.0001).describe('beta_start (linear schedules)'),
   betaEnd: z.number().gt(0).lt(1).default(0.02).describe('beta_end (linear schedules)'),
-  predictionType: z.enum(['epsilon', 'v_prediction', 'sample']).default('v_prediction').describe('prediction_type (sample = x₀)'),
+  predictionType: z
+    .enum(['epsilon', 'v_prediction', 'sample'])
+    .default('sample')
+    .describe('prediction_type: sample = x₀ (the default: on CPU budgets it gives clean images far sooner than v / ε, README)'),
 });
 
 const conditioningSchema = z.strictObject({
@@ -108,7 +111,7 @@ type SyntheticWorldConfig = z.output<typeof syntheticWorldSchema> & { format?: u
 
 /** How a data set with a `format` is read: @aptp/datasets' loader config; the batch size is `batchSize`, epochs ∞. */
 export const teacherLoaderSchema = dataLoaderConfigSchema.omit({ batchSize: true, epochs: true }).extend({
-  resolution: z.number().int().positive().default(32).describe('image side of the preset transforms (the default teacher: 32 px)'),
+  resolution: z.number().int().positive().default(16).describe('image side of the preset transforms (the default teacher: 16 px)'),
 });
 
 /** A config-file-only field checked by a zod `safeParse`; its error names the nested field (`root: …`; the CLI adds the key). */

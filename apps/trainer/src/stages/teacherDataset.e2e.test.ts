@@ -82,18 +82,18 @@ describe('aptp-trainer teacher on an image-folder data set', () => {
   });
   afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
-  it('loader defaults: the train transform at 32 px, epochs and batch size not settable', () => {
-    expect(teacherLoaderSchema.parse({})).toMatchObject({ transform: 'train', resolution: 32, seed: 43, shuffle: true });
+  it('loader defaults: the train transform at 16 px (the default teacher size), epochs and batch size not settable', () => {
+    expect(teacherLoaderSchema.parse({})).toMatchObject({ transform: 'train', resolution: 16, seed: 43, shuffle: true });
     expect(teacherLoaderSchema.safeParse({ batchSize: 4 }).success).toBe(false);
     const args = teacherSchema.parse({ dataset: { format: 'imageFolder', root: images, captions: 'captions.jsonl' } });
     expect(args.dataset).toMatchObject({ format: 'imageFolder', imageField: 'file', captionField: 'caption' });
-    // the synthetic default is unchanged
-    expect(teacherSchema.parse({}).dataset).toEqual({ seed: 0, imageSize: 32, validationFraction: 0.1 });
+    // the synthetic default: the committed teacher's world
+    expect(teacherSchema.parse({}).dataset).toEqual({ seed: 0, imageSize: 16, validationFraction: 0.1, backgroundWeights: { plain: 0.4, stripes: 0.15, checker: 0.15, gradient: 0.15, noise: 0.15 } });
     // the README's example config is valid
     const readme = fs.readFileSync(path.join(__dirname, '../../README.md'), 'utf8');
     const example = /\*\*Real data sets\.\*\*[\s\S]*?```json\n([\s\S]*?)```/.exec(readme)![1]!;
     const parsed = teacherSchema.parse(JSON.parse(example));
-    expect(teacherModel(parsed).unetConfig.blockOutChannels).toEqual([16, 32, 64]);
+    expect(teacherModel(parsed).unetConfig.blockOutChannels).toEqual([32, 64, 64]);
     expect(teacherImageSize(parsed)).toEqual({ size: 32, field: 'loader.resolution' });
     const folder = { format: 'imageFolder', root: images, captions: 'captions.jsonl' };
     expect(teacherImageSize(teacherSchema.parse({ dataset: folder, loader: { transform: { resolution: 24, crop: 'center' } } }))).toEqual({ size: 24, field: 'loader.transform.resolution' });

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { DDPMScheduler, InputError, ShapeError } from '@aptp/core';
+import { DDPMScheduler, ShapeError } from '@aptp/core';
 import {
   blockDistillationLoss,
   contrastiveLoss,
@@ -123,11 +123,7 @@ export function blockKeys(blocks: Record<string, tf.Tensor>): Record<string, tf.
 /** Min-SNR weights `[B]` for the scheduler's prediction type, or undefined for plain MSE (`snrGamma: null`). */
 export function diffusionWeights(scheduler: DDPMScheduler, timesteps: ArrayLike<number>, snrGamma: number | null): Float32Array | undefined {
   if (snrGamma === null) return undefined;
-  const type = scheduler.config.predictionType;
-  if (type !== 'epsilon' && type !== 'v_prediction') {
-    throw new InputError('min-SNR weighting needs epsilon or v_prediction', { field: 'scheduler.prediction_type', expected: 'epsilon | v_prediction', found: type });
-  }
-  return minSnrWeights(snrFromAlphasCumprod(scheduler.alphasCumprod, timesteps), snrGamma, type);
+  return minSnrWeights(snrFromAlphasCumprod(scheduler.alphasCumprod, timesteps), snrGamma, scheduler.config.predictionType);
 }
 
 function checkBatch(b: PruneBatch): number {
