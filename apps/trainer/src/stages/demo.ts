@@ -64,13 +64,13 @@ export interface DemoBudget {
  */
 export const DEMO_BUDGETS: Record<'full' | 'quick', DemoBudget> = {
   full: {
-    evalPrompts: 96,
+    evalPrompts: 128,
     trainPrompts: 4000,
-    pruneSteps: 100,
-    pretrainingSteps: 20,
-    finetuneSteps: 24,
+    pruneSteps: 240,
+    pretrainingSteps: 48,
+    finetuneSteps: 48,
     batchSize: 8,
-    checkpointEvery: 40,
+    checkpointEvery: 80,
     scheduler: 'ddim',
     sampleSteps: 20,
     guidance: 7.5,
@@ -92,10 +92,10 @@ export const DEMO_BUDGETS: Record<'full' | 'quick', DemoBudget> = {
 };
 
 /**
- * CPU seconds per unit, measured here with the committed teacher (wasm training: a prune step of batch 8 ≈ 1.6 s, a
- * fine-tuning step ≈ 1.5 s; ONNX Runtime sampling ≈ 0.016 s per image and UNet call with CFG). Progress weights only.
+ * CPU seconds per unit, measured here with the committed 16 px teacher (wasm training: a prune step of batch 8 ≈ 0.5 s,
+ * a fine-tuning step ≈ 0.55 s; ONNX Runtime sampling ≈ 0.008 s per image and UNet call with CFG). Progress weights only.
  */
-const COST = { pruneStep: 1.6, finetuneStep: 1.5, imageStep: 0.016, process: 3, route: 2, eval: 5, assemble: 1 } as const;
+const COST = { pruneStep: 0.5, finetuneStep: 0.55, imageStep: 0.008, process: 3, route: 2, eval: 5, assemble: 1 } as const;
 
 /**
  * How far (in logit units) a directly learned gate logit must be able to travel in the demo's short pruning runs.
