@@ -144,7 +144,7 @@ export const teacherSchema = z.strictObject({
   resume: z.boolean().default(false).describe('continue the run in --out from its latest checkpoint'),
   export: z.string().optional().describe('folder to write the trained teacher into (default <run folder>/teacher)'),
   seed: num().pipe(z.number().int().min(0)).default(0).describe('seed of the weight init, noise, timesteps and caption dropout'),
-  steps: num().pipe(z.number().int().min(1)).default(3000).describe('optimizer steps (each on new samples)'),
+  steps: num().pipe(z.number().int().min(1)).default(1100).describe('optimizer steps (each on new samples)'),
   batchSize: num().pipe(z.number().int().min(1)).default(16).describe('samples per step'),
   learningRate: num().pipe(z.number().positive()).default(2e-3).describe('AdamW learning rate'),
   lrScheduler: z.enum(LR_SCHEDULERS).default('constant_with_warmup').describe('learning-rate schedule'),
