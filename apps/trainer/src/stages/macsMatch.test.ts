@@ -5,23 +5,10 @@ import { gumbelOptions, gumbelSigmoid, parseRouterConfig } from '@aptp/router';
 import { aptpLayout, currentMacsOf, macsModel, parseUNetConfig } from '@aptp/unet-gating';
 import { macsMatchedArchitecture } from './macsMatch';
 import { defaultDepthOrder } from './prune';
+import { TINY_TEACHER_UNET } from '../steps/__fixtures__/tinyTeacher';
 
-/** A small teacher-shaped UNet with width and depth gates (layers_per_block 2: every depth gate can skip its block). */
-const UNET = parseUNetConfig({
-  sample_size: 16,
-  in_channels: 3,
-  out_channels: 3,
-  block_out_channels: [8, 16],
-  down_block_types: ['DownBlock2D', 'CrossAttnDownBlock2D'],
-  up_block_types: ['CrossAttnUpBlock2D', 'UpBlock2D'],
-  layers_per_block: 2,
-  attention_head_dim: [1, 2],
-  cross_attention_dim: 8,
-  norm_num_groups: 4,
-  use_linear_projection: true,
-  gated_ff: true,
-  ff_gate_width: 4,
-});
+/** The tiny teacher fixture with layers_per_block 2, so every half-gated depth gate can skip its block. */
+const UNET = parseUNetConfig({ ...TINY_TEACHER_UNET, layers_per_block: 2 });
 
 describe('macsMatchedArchitecture: the single architecture at a requested MACs ratio', () => {
   const layout = aptpLayout(UNET);
