@@ -209,6 +209,7 @@ function readYaml(file: string): Record<string, unknown> {
 }
 
 type Json = Record<string, unknown>;
+const section = (o: Json, k: string): Json => ({ ...((o[k] as Json | undefined) ?? {}) });
 
 /** `sample_size` of a teacher folder's unet/config.json (the demo teacher is pixel space: the image side). */
 function teacherSampleSize(teacher: string): number {
@@ -217,7 +218,6 @@ function teacherSampleSize(teacher: string): number {
   if (typeof size !== 'number' || !Number.isInteger(size) || size < 8) throw new ConfigError('the demo teacher needs an integer sample_size', { file, field: 'sample_size', expected: 'an integer ≥ 8', found: size });
   return size;
 }
-const section = (o: Json, k: string): Json => ({ ...((o[k] as Json | undefined) ?? {}) });
 
 /** The stage configs: the committed synthetic configs with the budget, seed and teacher applied. */
 export function demoStageConfigs(o: Pick<DemoOptions, 'root' | 'budget' | 'seed' | 'teacher'>): {
@@ -330,15 +330,18 @@ function demoTasks(o: DemoOptions, dirs: ReturnType<typeof runDirs>, prune: Prun
   });
   // claim (a) compares at the same average MACs: the single architecture is exported at APTP's average over the
   // eval prompts as the sampler routed them (each prompt alone; `route` uses the reference's batch noise stream)
-  const singleArchTask = (id: string, run: string, config: string): Task => ({
-    ...pruneTask(id, run, config),
-    deps: ['sample-aptp'],
-    run: (c) => {
-      const cfg = JSON.parse(fs.readFileSync(config, 'utf8')) as Json;
-      writeJsonAtomic(config, { ...cfg, singleArchMacsRatio: sampledMacsRatio(path.join(dirs.samples('aptp'), 'manifest.jsonl')) });
-      return c.cli('trainer', ['prune', '--config', config, '--out', run, ...backend], /^prune/);
-    },
-  });
+  const singleArchTask = (id: string, run: string, config: string): Task => {
+    const plain = pruneTask(id, run, config);
+    return {
+      ...plain,
+      deps: ['sample-aptp'],
+      run: (c) => {
+        const cfg = JSON.parse(fs.readFileSync(config, 'utf8')) as Json;
+        writeJsonAtomic(config, { ...cfg, singleArchMacsRatio: sampledMacsRatio(path.join(dirs.samples('aptp'), 'manifest.jsonl')) });
+        return plain.run(c);
+      },
+    };
+  };
   const route = (id: string, dep: string, run: string): Task => ({
     id,
     deps: [dep],
