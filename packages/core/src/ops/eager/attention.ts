@@ -36,7 +36,7 @@ function blockMask(n: number, s: number, t: number): Float32Array {
   if (!m) {
     m = new Float32Array(n * s * n * t).fill(-1e9);
     for (let i = 0; i < n; i++) for (let r = 0; r < s; r++) m.fill(0, (i * s + r) * n * t + i * t, (i * s + r) * n * t + (i + 1) * t);
-    if (maskCache.size > 32) maskCache.clear();
+    if (maskCache.size >= 8) maskCache.clear(); // ≤ 8 masks of ≤ 2 MB
     maskCache.set(key, m);
   }
   return m;
