@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { ConfigError, InputError, ShapeError } from '@aptp/core';
+import { ConfigError, InputError, ShapeError, type PredictionType } from '@aptp/core';
 
 /**
  * Denoising loss with min-SNR-γ weighting (APTP.md §5.1; reference `Pruner.step` / `FineTuner.step` and
@@ -15,7 +15,7 @@ import { ConfigError, InputError, ShapeError } from '@aptp/core';
  * Without γ (reference `snr_gamma: null`) the loss is the plain mean squared error over every element.
  * `target` is ε (epsilon), v = √ᾱ_t·ε − √(1 − ᾱ_t)·x₀ (v_prediction) or x₀ (sample); building it is the scheduler's job.
  */
-export type PredictionType = 'epsilon' | 'v_prediction' | 'sample';
+export type { PredictionType }; // the schedulers' prediction_type (@aptp/core)
 
 const f32 = Math.fround;
 

@@ -5,6 +5,7 @@ import { parse as parseYaml } from 'yaml';
 import { ConfigError, InputError, writeJsonAtomic, type ProgressCallback } from '@aptp/core';
 import { SyntheticWorld, encodePng, writeContactSheet } from '@aptp/datasets';
 import { formatMacs, formatNumber, formatRatio, loadRgbImage, type CodeUsageStats, type Report, type ReportRatio } from '@aptp/eval';
+import { readModelUNetConfig } from '@aptp/unet-gating';
 import { parseFinetuneConfig, parsePruneConfig, type PruneConfig } from '../config/reference';
 import { assembleModel } from './assembleModel';
 import { readExperts } from './prune';
@@ -211,11 +212,10 @@ function readYaml(file: string): Record<string, unknown> {
 type Json = Record<string, unknown>;
 const section = (o: Json, k: string): Json => ({ ...((o[k] as Json | undefined) ?? {}) });
 
-/** `sample_size` of a teacher folder's unet/config.json (the demo teacher is pixel space: the image side). */
+/** `sample_size` of a teacher folder's UNet config (the demo teacher is pixel space: the image side). */
 function teacherSampleSize(teacher: string): number {
-  const file = path.join(teacher, 'unet', 'config.json');
-  const size = (JSON.parse(fs.readFileSync(file, 'utf8')) as Json).sample_size;
-  if (typeof size !== 'number' || !Number.isInteger(size) || size < 8) throw new ConfigError('the demo teacher needs an integer sample_size', { file, field: 'sample_size', expected: 'an integer ≥ 8', found: size });
+  const size = readModelUNetConfig(teacher).sampleSize;
+  if (typeof size !== 'number') throw new ConfigError('the demo teacher needs a square sample_size', { file: path.join(teacher, 'unet', 'config.json'), field: 'sample_size', expected: 'one integer', found: size });
   return size;
 }
 
@@ -294,14 +294,28 @@ export async function writeEvalInputs(dir: string, prune: PruneConfig, budget: D
   fs.writeFileSync(path.join(dir, 'prompts', 'eval-attributes.jsonl'), `${truth.join('\n')}\n`);
 }
 
-/** Contact sheets of a sample folder: one per expert (or one for all), images with their prompts. */
-async function writeGrids(samplesDir: string, gridsDir: string, name: string, perExpert: boolean, maxTiles = 32): Promise<void> {
+/** One line of a sampler folder's manifest.jsonl (the fields the demo reads). */
+interface ManifestRow {
+  index: number;
+  file: string;
+  prompt: string;
+  expert: number | string;
+  macsRatio?: unknown;
+}
+
+function readManifest(samplesDir: string): { file: string; rows: ManifestRow[] } {
+  const file = path.join(samplesDir, 'manifest.jsonl');
   const rows = fs
-    .readFileSync(path.join(samplesDir, 'manifest.jsonl'), 'utf8')
+    .readFileSync(file, 'utf8')
     .split('\n')
     .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as { index: number; file: string; prompt: string; expert: number | string })
-    .sort((a, b) => a.index - b.index);
+    .map((l) => JSON.parse(l) as ManifestRow);
+  return { file, rows };
+}
+
+/** Contact sheets of a sample folder: one per expert (or one for all), images with their prompts. */
+async function writeGrids(samplesDir: string, gridsDir: string, name: string, perExpert: boolean, maxTiles = 32): Promise<void> {
+  const rows = readManifest(samplesDir).rows.sort((a, b) => a.index - b.index);
   const groups = new Map<string, typeof rows>();
   for (const r of rows) {
     const key = perExpert ? `${name}-expert-${r.expert}` : name;
@@ -337,7 +351,7 @@ function demoTasks(o: DemoOptions, dirs: ReturnType<typeof runDirs>, prune: Prun
       deps: ['sample-aptp'],
       run: (c) => {
         const cfg = JSON.parse(fs.readFileSync(config, 'utf8')) as Json;
-        writeJsonAtomic(config, { ...cfg, singleArchMacsRatio: sampledMacsRatio(path.join(dirs.samples('aptp'), 'manifest.jsonl')) });
+        writeJsonAtomic(config, { ...cfg, singleArchMacsRatio: sampledMacsRatio(dirs.samples('aptp')) });
         return plain.run(c);
       },
     };
@@ -426,12 +440,12 @@ function demoTasks(o: DemoOptions, dirs: ReturnType<typeof runDirs>, prune: Prun
   ];
 }
 
-/** The mean MACs ratio (UNet call / teacher) over the images of a sampler manifest (routed experts' ratios). */
-export function sampledMacsRatio(manifestFile: string): number {
-  const rows = fs.readFileSync(manifestFile, 'utf8').split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as { macsRatio?: unknown });
+/** The mean MACs ratio (UNet call / teacher) over the images of a sampler folder (routed experts' ratios). */
+function sampledMacsRatio(samplesDir: string): number {
+  const { file, rows } = readManifest(samplesDir);
   const ratios = rows.map((r) => r.macsRatio);
   if (ratios.length === 0 || !ratios.every((r): r is number => typeof r === 'number' && r > 0)) {
-    throw new InputError('no MACs ratio per image in the sample manifest', { code: 'E_FORMAT', file: manifestFile, field: 'macsRatio', expected: 'a positive number on every line' });
+    throw new InputError('no MACs ratio per image in the sample manifest', { code: 'E_FORMAT', file, field: 'macsRatio', expected: 'a positive number on every line' });
   }
   return ratios.reduce((a, b) => a + b, 0) / ratios.length;
 }

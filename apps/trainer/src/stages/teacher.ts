@@ -249,10 +249,9 @@ export interface TeacherRunResult {
 
 /** The synthetic world of the caption-reliance check: the training world, or that of a `format: synthetic` config. */
 function checkWorld(dataset: SyntheticWorldConfig | ResolvedDatasetConfig): SyntheticWorld | null {
-  if (isSyntheticWorldConfig(dataset)) return new SyntheticWorld({ seed: dataset.seed, imageSize: dataset.imageSize, validationFraction: dataset.validationFraction, backgroundWeights: dataset.backgroundWeights });
-  if (dataset.format !== 'synthetic') return null;
-  const { seed, imageSize, validationFraction, categoryWeights, backgroundWeights } = dataset;
-  return new SyntheticWorld({ seed, imageSize, validationFraction, categoryWeights, backgroundWeights });
+  // both are SyntheticWorld configs (the split and row count of a `format: synthetic` one do not change its prompts)
+  if (isSyntheticWorldConfig(dataset)) return new SyntheticWorld(dataset);
+  return dataset.format === 'synthetic' ? new SyntheticWorld(dataset) : null;
 }
 
 /** Trains (or continues) the teacher in `run` and writes the model folder. */

@@ -32,6 +32,8 @@ import { colorRgb, renderScene, rgbDistance, variantRgb } from './render';
  * `validationFraction`; sample i of a split is the first candidate scene drawn from Rng(seed, i, attempt) whose
  * caption belongs to that split.
  */
+const DEFAULT_BACKGROUND_WEIGHTS: Record<BackgroundPattern, number> = { plain: 0.4, stripes: 0.15, checker: 0.15, gradient: 0.15, noise: 0.15 };
+
 export const syntheticConfigSchema = z.strictObject({
   format: z.literal('synthetic'),
   seed: z.number().int().min(0).default(0).describe('world seed; the same seed gives the same samples everywhere'),
@@ -56,7 +58,7 @@ export const syntheticConfigSchema = z.strictObject({
       gradient: z.number().min(0),
       noise: z.number().min(0),
     })
-    .default({ plain: 0.4, stripes: 0.15, checker: 0.15, gradient: 0.15, noise: 0.15 })
+    .default(DEFAULT_BACKGROUND_WEIGHTS)
     .describe('relative frequency of each pattern of a background the caption mentions (an unmentioned one is plain)'),
 });
 export type SyntheticConfig = z.input<typeof syntheticConfigSchema>;
@@ -209,7 +211,7 @@ export function sampleScene(
   rng: Rng,
   imageSize: number,
   weights: Record<PromptCategory, number>,
-  patternWeights: Record<BackgroundPattern, number> = syntheticConfigSchema.shape.backgroundWeights.parse(undefined),
+  patternWeights: Record<BackgroundPattern, number> = DEFAULT_BACKGROUND_WEIGHTS,
 ): { caption: string; attributes: SyntheticAttributes } {
   const total = CATEGORIES.reduce((s, c) => s + weights[c], 0);
   let u = rng.nextDouble() * total;
