@@ -3,7 +3,7 @@ export { trainerProgram } from './program';
 export { AdamW, namedGrads } from './optim/adamW';
 export type { ParamGroup, AdamWOptions, AdamWState, AdamWStepInfo } from './optim/adamW';
 export { clipGradNorm } from './optim/clipGradNorm';
-export { lrSchedule, LR_SCHEDULERS } from './optim/lrSchedule';
+export { lrSchedule, parseStepRules, LR_SCHEDULERS } from './optim/lrSchedule';
 export type { LrSchedule, LrSchedulerName, LrScheduleOptions } from './optim/lrSchedule';
 export { optimizerConfigSchema, parseOptimizerConfig, scaledLearningRate, createAdamW } from './optim/config';
 export type { OptimizerConfig, OptimizerConfigInput, LrScaleOptions } from './optim/config';

@@ -28,6 +28,10 @@ export const optimizerConfigSchema = z.strictObject({
     .min(0)
     .default(100)
     .describe('training.optim.lr_warmup_steps: 100 pruning, 250 fine-tuning; the reference multiplies it by #processes (APTP.md §1.3, §1.5)'),
+  lrStepRules: z
+    .string()
+    .optional()
+    .describe('step rules of lrScheduler piecewise_constant, diffusers syntax "multiplier:steps,…,lastMultiplier" (e.g. "1:1100,0.35")'),
   maxGradNorm: z
     .number()
     .positive()
@@ -77,6 +81,6 @@ export function createAdamW(groups: ParamGroup[], config: OptimizerConfigInput, 
     eps: cfg.adamEpsilon,
     weightDecay: cfg.adamWeightDecay,
     maxGradNorm: cfg.maxGradNorm,
-    schedule: lrSchedule(cfg.lrScheduler, { warmupSteps: cfg.lrWarmupSteps, totalSteps: options.totalSteps }),
+    schedule: lrSchedule(cfg.lrScheduler, { warmupSteps: cfg.lrWarmupSteps, totalSteps: options.totalSteps, stepRules: cfg.lrStepRules }),
   });
 }

@@ -25,6 +25,23 @@ describe('lr schedules (diffusers get_scheduler semantics)', () => {
     expect([0, 1, 2, 3, 4, 5].map(l)).toEqual([1, 0.75, 0.5, 0.25, 0, 0]);
   });
 
+  it('piecewise_constant follows diffusers step rules, with an optional warm-up ramp', () => {
+    const s = lrSchedule('piecewise_constant', { stepRules: '1:10,0.1:20,0.01:30,0.005' });
+    expect([0, 9, 10, 19, 20, 29, 30, 1000].map(s)).toEqual([1, 1, 0.1, 0.1, 0.01, 0.01, 0.005, 0.005]);
+    expect(lrSchedule('piecewise_constant', { stepRules: '0.5' })(123)).toBe(0.5);
+    const w = lrSchedule('piecewise_constant', { stepRules: '1:1100,0.35', warmupSteps: 50 });
+    const reference = lrSchedule('constant_with_warmup', { warmupSteps: 50 });
+    for (const k of [0, 1, 25, 49, 50, 1099]) expect(w(k)).toBe(reference(k));
+    expect([1100, 2999].map(w)).toEqual([0.35, 0.35]);
+  });
+
+  it('names the step rules when they are missing or malformed', () => {
+    expect(() => lrSchedule('piecewise_constant')).toThrow(/lrStepRules: lr step rules: piecewise_constant needs them/);
+    for (const bad of ['1:10,x', '1:0,0.5', '1:10:3,0.5', '1:20,0.5:10,0.1', '-1', '1:1.5,0.2', ':10,0.1']) {
+      expect(() => lrSchedule('piecewise_constant', { stepRules: bad })).toThrow(ConfigError);
+    }
+  });
+
   it('asks for the total steps when a decaying schedule lacks them', () => {
     expect(() => lrSchedule('cosine', { warmupSteps: 1 })).toThrow(ConfigError);
     expect(() => lrSchedule('cosine')).toThrow(/maxTrainSteps: lr scheduler "cosine" needs the total number of steps/);

@@ -7,7 +7,7 @@ import { ConfigError } from '@aptp/core';
  * `optimizer.step()` runs before `lr_scheduler.step()`. The reference multiplies its warm-up and total steps by the
  * number of processes (APTP.md §1.3); a single process multiplies by 1.
  */
-export const LR_SCHEDULERS = ['constant', 'constant_with_warmup', 'linear', 'cosine'] as const;
+export const LR_SCHEDULERS = ['constant', 'constant_with_warmup', 'linear', 'cosine', 'piecewise_constant'] as const;
 export type LrSchedulerName = (typeof LR_SCHEDULERS)[number];
 
 export interface LrScheduleOptions {
@@ -17,6 +17,11 @@ export interface LrScheduleOptions {
   totalSteps?: number;
   /** Cosine half-waves: diffusers default 0.5 (one decay from 1 to 0). */
   numCycles?: number;
+  /**
+   * `step_rules` of `piecewise_constant`, diffusers' syntax: `"m1:s1,m2:s2,…,mLast"` = multiplier m1 while fewer than
+   * s1 steps are done, then m2 until s2, …, mLast after the last boundary. E.g. `"1:1100,0.35"`.
+   */
+  stepRules?: string;
 }
 
 /** A schedule: completed optimizer steps → lr multiplier. */
@@ -51,7 +56,34 @@ export function lrSchedule(name: LrSchedulerName, options: LrScheduleOptions = {
         return Math.max(0, 0.5 * (1 + Math.cos(Math.PI * cycles * 2 * progress)));
       };
     }
+    case 'piecewise_constant': {
+      // diffusers' get_piecewise_constant_schedule ignores warm-up; here a warm-up, if set, ramps the first rule in
+      const rule = parseStepRules(options.stepRules);
+      return (k) => (k < warmup ? ramp(k) : 1) * rule(k);
+    }
     default:
       throw new ConfigError('unknown lr scheduler', { field: 'lrScheduler', expected: LR_SCHEDULERS.join(' | '), found: name });
   }
+}
+
+/** Parses diffusers' `step_rules` (see {@link LrScheduleOptions.stepRules}) into completed steps → multiplier. */
+export function parseStepRules(rules: string | undefined): LrSchedule {
+  const bad = (why: string): ConfigError =>
+    new ConfigError(`lr step rules: ${why}`, { field: 'lrStepRules', expected: '"multiplier:steps,…,lastMultiplier", e.g. "1:1100,0.35"', found: rules });
+  if (rules === undefined || rules.trim() === '') throw bad('piecewise_constant needs them');
+  const parts = rules.split(',').map((r) => r.trim());
+  const multiplier = (text: string): number => {
+    const m = Number(text);
+    if (text === '' || !Number.isFinite(m) || m < 0) throw bad(`"${text}" is not a non-negative multiplier`);
+    return m;
+  };
+  const bounds = parts.slice(0, -1).map((r) => {
+    const [m, s, extra] = r.split(':');
+    const steps = Number(s);
+    if (extra !== undefined || s === undefined || !Number.isInteger(steps) || steps <= 0) throw bad(`"${r}" is not multiplier:steps with a positive integer step`);
+    return { until: steps, m: multiplier(m ?? '') };
+  });
+  for (let i = 1; i < bounds.length; i++) if (bounds[i]!.until <= bounds[i - 1]!.until) throw bad('step boundaries must increase');
+  const last = multiplier(parts[parts.length - 1]!);
+  return (k) => bounds.find((b) => k < b.until)?.m ?? last;
 }

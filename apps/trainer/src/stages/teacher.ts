@@ -149,6 +149,7 @@ export const teacherSchema = z.strictObject({
   learningRate: num().pipe(z.number().positive()).default(2e-3).describe('AdamW learning rate'),
   lrScheduler: z.enum(LR_SCHEDULERS).default('constant_with_warmup').describe('learning-rate schedule'),
   lrWarmupSteps: num().pipe(z.number().int().min(0)).default(50).describe('linear warm-up steps'),
+  lrStepRules: z.string().optional().describe('piecewise_constant schedule: "multiplier:steps,…,lastMultiplier" (diffusers step_rules)'),
   adamWeightDecay: num().pipe(z.number().min(0)).default(0).describe('AdamW decoupled weight decay'),
   maxGradNorm: num().pipe(z.number().positive()).default(1).describe('clip the total gradient norm'),
   emaDecay: num().pipe(z.number().min(0).lt(1)).default(0.995).describe('EMA of the weights (exported); 0 = off'),
@@ -269,6 +270,7 @@ export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRun
   const optimizer = createAdamW([{ name: 'unet', lr: args.learningRate, params }], {
     lrScheduler: args.lrScheduler,
     lrWarmupSteps: args.lrWarmupSteps,
+    lrStepRules: args.lrStepRules,
     adamWeightDecay: args.adamWeightDecay,
     maxGradNorm: args.maxGradNorm,
     scaleLr: false,
