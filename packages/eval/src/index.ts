@@ -7,6 +7,7 @@ export { Float64Linalg } from './metrics/matmul64';
 export { cmmd, l2NormalizeRows } from './metrics/cmmd';
 export type { CmmdOptions, CmmdResult } from './metrics/cmmd';
 export { clipScore, cosineSimilarity } from './metrics/clipScore';
+export { fisherExactTest, permutationTest } from './metrics/significance';
 export type { ClipScoreResult } from './metrics/clipScore';
 export { torchBilinearResize, pilResize, cropImage, pythonRound } from './features/resize';
 export type { RgbImage, FloatRgbImage, PilFilter } from './features/resize';

@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { runProgram } from '@aptp/core';
-import type { Report } from '@aptp/eval';
+import { formatNumber, type Report } from '@aptp/eval';
 import { trainerProgram } from '../program';
 import { readMetrics } from '../runDir';
 import { DEMO_BUDGETS, findRepoRoot, formatResults, progressFraction } from './demo';
@@ -171,6 +171,13 @@ describe('aptp-trainer demo --quick', () => {
     const finetuned = counts('aptp').map((_: number, k: number) => fs.existsSync(path.join(run, 'finetune/aptp', `expert-${k}`, 'unet')));
     expect(formatResults(report, { mode: 'quick', seed: 43, budget: Q, pruningTarget: cfg.pruningTarget, trainRouted: counts('aptp'), finetuned })).toBe(results);
     for (const c of report.claims) expect(results).toContain(`**${c.status}**`);
+    // per stated attribute: the teacher's row lists the report's shares, in the table's column order
+    const teacher = main[2]!;
+    const attributeTable = results.split('\n').filter((l) => l.startsWith('| model | category |'))[0]!;
+    const columns = attributeTable.split('|').map((c) => c.trim()).filter((c) => c !== '').slice(1);
+    const teacherRow = results.split('\n').filter((l) => l.startsWith(`| ${teacher.name} |`))[1]!;
+    expect(columns.length).toBeGreaterThan(2);
+    expect(teacherRow).toBe(`| ${teacher.name} | ${columns.map((a) => `${formatNumber(100 * teacher.adherence!.perAttribute[a]!.ratio!, 3)} %`).join(' | ')} |`);
   });
 
   it('is deterministic: a stage re-run from the run folder reproduces its outputs bit for bit', () => {

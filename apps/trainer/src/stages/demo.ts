@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, InputError, writeJsonAtomic, type ProgressCallback } from '@aptp/core';
 import { SyntheticWorld, encodePng, writeContactSheet } from '@aptp/datasets';
-import { formatMacs, formatNumber, formatRatio, loadRgbImage, type CodeUsageStats, type Report, type ReportRatio } from '@aptp/eval';
+import { formatMacs, formatNumber, formatRatio, loadRgbImage, type AdherenceAttribute, type CodeUsageStats, type Report, type ReportRatio } from '@aptp/eval';
 import { readModelUNetConfig } from '@aptp/unet-gating';
 import { parseFinetuneConfig, parsePruneConfig, type PruneConfig } from '../config/reference';
 import { assembleModel } from './assembleModel';
@@ -726,6 +726,7 @@ export interface ResultsContext {
   finetuned: boolean[];
 }
 
+const ADHERENCE_ATTRIBUTE_ORDER: readonly AdherenceAttribute[] = ['category', 'shape', 'color', 'size', 'position', 'count', 'relation', 'text', 'background'];
 const pct = (r: ReportRatio | undefined | null): string => (r && r.ratio !== null ? `${formatNumber(100 * r.ratio, 3)} %` : '–');
 const ratio = (x: number | null | undefined): string => (x === null || x === undefined ? '–' : x.toFixed(3));
 
@@ -751,6 +752,16 @@ export function formatResults(r: Report, c: ResultsContext): string {
     lines.push(`| ${v.name} | ${formatMacs(v.meanMacs)} | ${ratio(v.macsRatioToTeacher)} | ${formatNumber(v.fid)} | ${formatNumber(v.cmmd)} | ${formatRatio(v.adherence?.overall)} | ${cats.map((k) => pct(v.adherence?.perCategory[k])).join(' | ')} |`);
   }
   lines.push('');
+  // strict adherence needs every stated attribute right; the per-attribute shares show which ones a model gets
+  const attrs = ADHERENCE_ATTRIBUTE_ORDER.filter((a) => main.some((v) => v.adherence?.perAttribute[a]));
+  if (attrs.length > 0) {
+    lines.push('Per stated attribute (share of the prompts stating it whose image the evaluator reads as stated):');
+    lines.push('');
+    lines.push(`| model | ${attrs.join(' | ')} |`);
+    lines.push(`|---|${attrs.map(() => '---|').join('')}`);
+    for (const v of main) lines.push(`| ${v.name} | ${attrs.map((a) => pct(v.adherence?.perAttribute[a])).join(' | ')} |`);
+    lines.push('');
+  }
   lines.push('**(b) MACs per prompt category (APTP routing of the eval prompts)**');
   lines.push('');
   lines.push(`| category | prompts | mean MACs | vs teacher | prompts per expert (${r.experts.map((e) => e.id).join('/')}) | adherence |`);
@@ -775,7 +786,9 @@ export function formatResults(r: Report, c: ResultsContext): string {
     lines.push(st ? `| ${name} | ${st.counts.join('/')} | ${st.codesUsed}/${st.counts.length} | ${st.normalizedEntropy.toFixed(3)} | ${st.maxShare.toFixed(3)} |` : `| ${name} | – | – | – | – |`);
   }
   lines.push('');
-  lines.push('**Claims as tested** (computed by @aptp/eval from the numbers above)');
+  lines.push(
+    "**Claims as tested** (computed by @aptp/eval from the numbers above; result = the strict comparison; p = how often a gap this large arises between models that do not differ: Fisher's exact test on adherence counts, a permutation test on per-prompt MACs; distances and entropies have no p)",
+  );
   lines.push('');
   lines.push('| | claim | result | comparison |');
   lines.push('|---|---|---|---|');

@@ -83,7 +83,7 @@ function claimsSection(r: Report): string {
   );
   const counts = (['holds', 'does not hold', 'untested'] as const).map((s) => `${s}: ${r.claims.filter((c) => c.status === s).length}`).join(', ');
   return `<section id="claims"><h2>The paper's claims as tested</h2>
-<p class="muted">Each status is computed from this run's numbers by the strict comparison shown (lower distance / higher adherence is better; the teacher comparison allows equality). "Same average MACs" means within ${escapeHtml(pct(r.claimOptions.sameMacsRelTol))} of the baseline. ${escapeHtml(counts)}.</p>
+<p class="muted">Each status is computed from this run's numbers by the strict comparison shown (lower distance / higher adherence is better; the teacher comparison allows equality). Where the data allow, a p-value says how often a gap this large would arise between two models that do not differ — adherence counts: Fisher's exact test; MACs per category: a permutation test (9999 relabellings); p ≥ 0.05 means the gap may be chance. Distances and code-usage entropies are one number per run and have no p. "Same average MACs" means within ${escapeHtml(pct(r.claimOptions.sameMacsRelTol))} of the baseline. ${escapeHtml(counts)}.</p>
 ${r.claims.length > 0 ? table(['question', 'claim', 'comparison', 'status'], rows) : '<p>No claims could be tested from the input.</p>'}</section>`;
 }
 

@@ -7,6 +7,7 @@ import { promptAdherence } from '../synthetic/adherence';
 import { attributeTargets, type HeadName, type SyntheticDistances } from '../synthetic/classifier';
 import { buildReport, codeUsageStats, formatMacs, formatNumber, formatRatio, type ReportInput } from './report';
 import { makeSampleRun } from './testFixtures';
+import { fisherExactTest, permutationTest } from '../metrics/significance';
 
 const clone = <T>(x: T): T => structuredClone(x);
 
@@ -140,7 +141,8 @@ describe('buildReport', () => {
     expect(fidSingle.comparison).toContain(`APTP ${formatNumber(12.5)} < single-architecture baseline ${formatNumber(15.25)}`);
     // Random and no-OT: strict comparisons, no MACs condition.
     expect(claim('aptp-vs-random-fid').status).toBe('holds');
-    expect(claim('aptp-vs-no-ot-adherence')).toMatchObject({ status: 'holds', values: { aptp: 17 / 24, other: 16 / 24 } });
+    expect(claim('aptp-vs-no-ot-adherence')).toMatchObject({ status: 'holds', values: { aptp: 17 / 24, other: 16 / 24, pValue: fisherExactTest(17, 24, 16, 24) } });
+    expect(claim('aptp-vs-no-ot-adherence').comparison).toMatch(/; Fisher exact p = 1$/); // 17/24 vs 16/24 is no evidence
     // Teacher: fewer MACs holds, quality "as good as" the teacher does not (12.5 > 9.5).
     expect(claim('aptp-fewer-macs-than-teacher').status).toBe(aptp.meanMacs < 94.03e9 ? 'holds' : 'does not hold');
     expect(claim('aptp-vs-teacher-fid')).toMatchObject({ status: 'does not hold', values: { aptp: 12.5, other: 9.5 } });
@@ -150,7 +152,9 @@ describe('buildReport', () => {
       const inCat = r.prompts.filter((p) => p.category === cat);
       const rest = r.prompts.filter((p) => p.category !== cat);
       const mean = (xs: typeof inCat) => xs.reduce((s, p) => s + p.macs, 0) / xs.length;
-      expect(claim(`larger-experts-for-${cat}`)).toMatchObject({ status: mean(inCat) > mean(rest) ? 'holds' : 'does not hold', values: { category: mean(inCat), rest: mean(rest) } });
+      const p = permutationTest(inCat.map((x) => x.macs), rest.map((x) => x.macs), { seed: 0 });
+      expect(claim(`larger-experts-for-${cat}`)).toMatchObject({ status: mean(inCat) > mean(rest) ? 'holds' : 'does not hold', values: { category: mean(inCat), rest: mean(rest), pValue: p } });
+      expect(claim(`larger-experts-for-${cat}`).comparison).toContain(`; permutation p = ${p < 0.001 ? '< 0.001' : formatNumber(p, 3)}`);
     }
     // (c) code usage: [6,5,7,6] vs [20,4,0,0].
     const ot = codeUsageStats([6, 5, 7, 6]);

@@ -8,6 +8,7 @@
 import { z } from 'zod';
 import { InputError } from '@aptp/core';
 import { latencyStats, macsPerPrompt, type LatencyStats } from '../efficiency';
+import { fisherExactTest, permutationTest } from '../metrics/significance';
 
 // ---- input schema ----------------------------------------------------------------------------------------------
 
@@ -468,6 +469,8 @@ const METRICS: Metric[] = [
 ];
 
 const status = (ok: boolean): ClaimStatus => (ok ? 'holds' : 'does not hold');
+/** A p-value as text: 3 significant digits, "< 0.001" below. */
+const formatP = (p: number): string => (p < 0.001 ? '< 0.001' : formatNumber(p, 3));
 
 /** "APTP is better than `other` on `metric`" (strict), optionally only at the same average MACs. */
 function qualityClaim(aptp: ReportVariant | undefined, other: ReportVariant, metric: Metric, sameMacsRelTol: number | null): ReportClaim {
@@ -494,6 +497,14 @@ function qualityClaim(aptp: ReportVariant | undefined, other: ReportVariant, met
     }
   }
   const ok = other.kind === 'teacher' ? (metric.better === 'lower' ? a <= b : a >= b) : metric.better === 'lower' ? a < b : a > b;
+  // adherence as counts: how likely is a gap this large between two equal models? (distances have no per-image test;
+  // a bare ratio without counts gets no p)
+  const ra = aptp.adherence?.overall;
+  const rb = other.adherence?.overall;
+  if (metric.key === 'adherence' && ra?.hits != null && ra.total != null && rb?.hits != null && rb.total != null) {
+    values.pValue = fisherExactTest(ra.hits, ra.total, rb.hits, rb.total);
+    return { ...base, status: status(ok), comparison: `${comparison}; Fisher exact p = ${formatP(values.pValue)}` };
+  }
   return { ...base, status: status(ok), comparison };
 }
 
@@ -536,11 +547,12 @@ function testClaims(r: Report): ReportClaim[] {
       continue;
     }
     const [a, b] = [mean(inCat), mean(rest)];
+    const p = permutationTest(inCat.map((x) => x.macs), rest.map((x) => x.macs), { seed: 0 });
     claims.push({
       ...base,
       status: status(a > b),
-      comparison: `mean MACs: "${name}" ${formatMacs(a)} (${inCat.length} prompts) ${a > b ? '>' : a < b ? '<' : '='} other ${formatMacs(b)} (${rest.length} prompts)`,
-      values: { category: a, rest: b },
+      comparison: `mean MACs: "${name}" ${formatMacs(a)} (${inCat.length} prompts) ${a > b ? '>' : a < b ? '<' : '='} other ${formatMacs(b)} (${rest.length} prompts); permutation p = ${formatP(p)}`,
+      values: { category: a, rest: b, pValue: p },
     });
   }
 
