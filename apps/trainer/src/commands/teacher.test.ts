@@ -54,7 +54,7 @@ describe('aptp-trainer teacher', () => {
     const r = await cli(['teacher', '--help']);
     expect(r.code).toBe(0);
     for (const flag of ['--steps', '--batch-size', '--resume', '--export', '--caption-dropout', '--snr-gamma', '--ema-decay', '--config']) expect(r.out).toContain(flag);
-    expect(r.out).toMatch(/--steps <n> +optimizer steps .*\(default: 1100\)/);
+    expect(r.out).toMatch(/--steps <n> +optimizer steps .*\(default: 3000\)/);
   });
 
   it('the committed config file is valid and describes the default UNet', () => {

@@ -4,7 +4,8 @@ import { z } from 'zod';
 import { Command, ConfigError, ProgressBar, describeBackend, initBackend, writeJsonAtomic } from '@aptp/core';
 import { SyntheticWorld, type SyntheticConfig } from '@aptp/datasets';
 import { DEFAULT_TEACHER_DIR } from '../config/reference';
-import { captionReliance, formatReliance, loadTeacherParts, teacherSampleSheet } from '../stages/teacherCheck';
+import { captionReliance, formatGuidanceSweep, formatReliance, guidanceSweep, loadTeacherParts, teacherSampleSheet } from '../stages/teacherCheck';
+import { EVALUATOR_ASSET_DIR } from './evaluator';
 
 const num = () => z.coerce.number();
 
@@ -16,6 +17,11 @@ export const teacherCheckSchema = z.strictObject({
   grid: z.string().optional().describe('also write a PNG of real renders above teacher samples (4 prompts per category)'),
   steps: num().pipe(z.number().int().min(1)).default(30).describe('DDIM steps of the --grid samples'),
   guidance: num().pipe(z.number().min(0)).default(3).describe('classifier-free guidance of the --grid samples'),
+  guidanceSweep: z.string().optional().describe('comma-separated guidance scales: sample held-out prompts at each and read them with the evaluator'),
+  sweepPrompts: num().pipe(z.number().int().min(2)).default(128).describe('prompts of the --guidance-sweep'),
+  sweepFirstRow: num().pipe(z.number().int().min(0)).default(128).describe('first validation row of the sweep (the demo evaluates rows 0–127)'),
+  sweepSteps: num().pipe(z.number().int().min(1)).default(20).describe('DDIM steps of the sweep samples (the demo’s)'),
+  evaluator: z.string().default(EVALUATOR_ASSET_DIR).describe('synthetic-world evaluator folder (for --guidance-sweep)'),
   json: z.string().optional().describe('write the numbers to this JSON file'),
   backend: z.string().optional().describe('tensor backend: wasm | cpu | tfjs-node (env APTP_BACKEND)'),
 });
@@ -26,10 +32,14 @@ export const teacherCheckSchema = z.strictObject({
  */
 export const teacherCheckCommand: Command<typeof teacherCheckSchema> = {
   name: 'teacher-check',
-  summary: 'measure how much a teacher relies on its prompt (true vs empty vs wrong caption) and draw samples',
+  summary: 'measure how much a teacher relies on its prompt (true vs empty vs wrong caption), draw samples, sweep the guidance scale',
   schema: teacherCheckSchema,
   async run(args, ctx) {
     const timesteps = args.timesteps.split(',').map((s) => Number(s.trim()));
+    const guidances = args.guidanceSweep?.split(',').map((s) => Number(s.trim()));
+    if (guidances?.some((g) => !Number.isFinite(g) || g < 0)) {
+      throw new ConfigError('guidance scales must be non-negative numbers', { field: '--guidance-sweep', expected: 'e.g. 1,2,3,4.5,7.5', found: args.guidanceSweep });
+    }
     const choice = await initBackend({ backend: args.backend });
     ctx.err.write(`${describeBackend(choice)}\n`);
     const parts = await loadTeacherParts(args.teacher);
@@ -55,7 +65,17 @@ export const teacherCheckCommand: Command<typeof teacherCheckSchema> = {
       prompts = await teacherSampleSheet(args.teacher, world, args.grid, { steps: args.steps, guidance: args.guidance, onProgress: bar.update });
       ctx.out.write(`sample sheet: ${path.resolve(args.grid)}\n`);
     }
-    if (args.json) writeJsonAtomic(args.json, { teacher: args.teacher, samples: args.samples, seed: args.seed, captionReliance: rows, grid: args.grid ?? null, gridPrompts: prompts ?? null });
+    let sweep;
+    if (guidances) {
+      const bar = new ProgressBar(ctx.err);
+      const o = { guidances, firstRow: args.sweepFirstRow, prompts: args.sweepPrompts, steps: args.sweepSteps, seed: 1000 };
+      sweep = { ...o, evaluator: args.evaluator, rows: await guidanceSweep(args.teacher, world, args.evaluator, { ...o, onProgress: bar.update }) };
+      ctx.out.write(`guidance sweep: validation rows ${o.firstRow}–${o.firstRow + o.prompts - 1}, DDIM ${o.steps} steps, read by ${args.evaluator}\n`);
+      ctx.out.write(formatGuidanceSweep(sweep.rows));
+    }
+    if (args.json) {
+      writeJsonAtomic(args.json, { teacher: args.teacher, samples: args.samples, seed: args.seed, captionReliance: rows, grid: args.grid ?? null, gridPrompts: prompts ?? null, guidanceSweep: sweep ?? null });
+    }
     return 0;
   },
 };

@@ -6,10 +6,13 @@ import { DDPMScheduler, runProgram } from '@aptp/core';
 import { useBackend } from '@aptp/core/testing';
 import { SyntheticWorld } from '@aptp/datasets';
 import { HashedTextConditioner, createEagerUNet, hostSource, parseUNetConfig } from '@aptp/unet-gating';
+import { SyntheticAttributeClassifier, promptAdherence } from '@aptp/eval';
 import { trainerProgram } from '../program';
 import { TINY_TEACHER_UNET } from '../steps/__fixtures__/tinyTeacher';
 import { initUNetWeights } from '../steps/trainableUNet';
 import { captionReliance } from './teacherCheck';
+
+const EVALUATOR = path.resolve(__dirname, '../../assets/evaluator');
 
 const config = parseUNetConfig(TINY_TEACHER_UNET);
 const world = new SyntheticWorld({ seed: 0, imageSize: 16 });
@@ -93,5 +96,34 @@ describe('aptp-trainer teacher-check', () => {
     expect(ok.out).toMatch(/\n +10 +\d\.\d{4} +\d\.\d{4} +\d\.\d{4} +-?\d+\.\d %\n +990 /);
     const saved = JSON.parse(fs.readFileSync(json, 'utf8'));
     expect(saved.captionReliance.map((r: { t: number }) => r.t)).toEqual([10, 990]);
+
+    // --guidance-sweep: the evaluator reads held-out renders and the teacher's samples at each scale
+    const badSweep = await cli(['teacher-check', '--teacher', teacher, '--samples', '2', '--guidance-sweep', '1,x', '--backend', 'wasm']);
+    expect(badSweep.code).toBe(2);
+    expect(badSweep.err).toContain('--guidance-sweep');
+    const sweepJson = path.join(root, 'sweep.json');
+    const args = ['--samples', '2', '--guidance-sweep', '0,2', '--sweep-prompts', '6', '--sweep-first-row', '40', '--sweep-steps', '2'];
+    const sweep = await cli(['teacher-check', '--teacher', teacher, ...args, '--evaluator', EVALUATOR, '--json', sweepJson, '--backend', 'wasm']);
+    expect(sweep.err).not.toMatch(/Error/);
+    expect(sweep.code).toBe(0);
+    expect(sweep.out).toContain('guidance sweep: validation rows 40–45, DDIM 2 steps');
+    expect(sweep.out).toMatch(/\nreal renders +0\.0 +0\.000 /);
+    const rows = JSON.parse(fs.readFileSync(sweepJson, 'utf8')).guidanceSweep.rows as { guidance: number | null; fid: number; cmmd: number; adherence: { hits: number; total: number } }[];
+    expect(rows.map((r) => r.guidance)).toEqual([null, 0, 2]);
+    for (const r of rows.slice(1)) {
+      expect(r.fid).toBeGreaterThan(0);
+      expect(r.adherence.total).toBe(6);
+    }
+    // the renders' row is the evaluator's own reading of validation rows 40–45 of the teacher's world
+    const world = new SyntheticWorld({ imageSize: 16 });
+    const renders = Array.from({ length: 6 }, (_, k) => world.sample('validation', 40 + k));
+    const classifier = SyntheticAttributeClassifier.load(EVALUATOR);
+    try {
+      const { predictions } = await classifier.predict(renders.map((x) => x.image));
+      const expected = promptAdherence(predictions, renders.map((x) => x.attributes)).overall;
+      expect(rows[0]!.adherence).toEqual(expected);
+    } finally {
+      classifier.dispose();
+    }
   });
 });

@@ -2,6 +2,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { Rng, loadNoiseSchedule, type DDPMScheduler, type ProgressCallback } from '@aptp/core';
 import { SyntheticWorld, writeContactSheet, type ContactSheetTile, type SyntheticSplit } from '@aptp/datasets';
+import { SyntheticAttributeClassifier, promptAdherence, syntheticFeatureDistances, type AdherenceAttribute, type Ratio } from '@aptp/eval';
 import { HashedTextConditioner, loadTextToImage, loadUNet, type UNet2DConditionModel } from '@aptp/unet-gating';
 import { rgbImagesToNchw } from '../steps/teacherStep';
 
@@ -135,4 +136,71 @@ export async function teacherSampleSheet(dir: string, world: SyntheticWorld, out
   } finally {
     await pipe.dispose();
   }
+}
+
+/** One guidance scale of {@link guidanceSweep}: the evaluator's reading of the teacher's samples. */
+export interface GuidanceSweepRow {
+  /** Classifier-free guidance scale; `null` for the real renders of the same prompts (the evaluator's ceiling). */
+  guidance: number | null;
+  /** FID- and CMMD-style distances to the real renders (0 for the renders themselves). */
+  fid: number;
+  cmmd: number;
+  /** Strict adherence (every stated attribute right) and the share per stated attribute. */
+  adherence: Ratio;
+  perAttribute: Partial<Record<AdherenceAttribute, Ratio>>;
+}
+
+export interface GuidanceSweepOptions {
+  guidances: number[];
+  /** Validation rows firstRow … firstRow + prompts − 1 (default 128 … 255: after the demo's eval rows 0 … 127). */
+  firstRow?: number;
+  prompts?: number;
+  /** DDIM steps (default 20, the demo's). */
+  steps?: number;
+  /** Sampling seed of prompt k: seed + k (default 1000). */
+  seed?: number;
+  onProgress?: ProgressCallback;
+}
+
+/**
+ * How strong should classifier-free guidance be for this teacher? Samples the same held-out validation prompts at
+ * each guidance scale (DDIM, tfjs) and reads them with the synthetic-world evaluator: distances to the real renders
+ * and prompt adherence per stated attribute, beside the real renders' own adherence. Teacher-only and on prompts the
+ * demo does not evaluate, so a demo's guidance can be chosen from it without looking at the claims.
+ */
+export async function guidanceSweep(dir: string, world: SyntheticWorld, evaluatorDir: string, o: GuidanceSweepOptions): Promise<GuidanceSweepRow[]> {
+  const first = o.firstRow ?? 128;
+  const n = o.prompts ?? 128;
+  const samples = Array.from({ length: n }, (_, k) => world.sample('validation', first + k));
+  const truth = samples.map((s) => s.attributes);
+  const classifier = SyntheticAttributeClassifier.load(evaluatorDir);
+  const pipe = await loadTextToImage(dir, { conditioner: HashedTextConditioner.load(dir), engine: 'tfjs' });
+  try {
+    const real = await classifier.predict(samples.map((s) => s.image));
+    const row = async (guidance: number | null, p: Awaited<ReturnType<typeof classifier.predict>>): Promise<GuidanceSweepRow> => {
+      const a = promptAdherence(p.predictions, truth);
+      const d = guidance === null ? { fid: 0, cmmd: 0 } : await syntheticFeatureDistances(p.features, real.features);
+      return { guidance, fid: d.fid, cmmd: d.cmmd, adherence: a.overall, perAttribute: a.perAttribute };
+    };
+    const rows = [await row(null, real)];
+    const { width, height } = samples[0]!.image;
+    for (const [gi, guidance] of o.guidances.entries()) {
+      const requests = samples.map((s, k) => ({ prompt: s.caption, seed: (o.seed ?? 1000) + k, steps: o.steps ?? 20, guidance, width, height }));
+      const onProgress: ProgressCallback | undefined = o.onProgress && ((e) => o.onProgress!({ ...e, label: `guidance ${guidance}`, done: gi * e.total + e.done, total: o.guidances.length * e.total }));
+      const images = await pipe.generate(pipe.unet!, requests, { scheduler: 'DDIMScheduler', onProgress });
+      rows.push(await row(guidance, await classifier.predict(images.map((im) => ({ width, height, data: im.rgb })))));
+    }
+    return rows;
+  } finally {
+    classifier.dispose();
+    await pipe.dispose();
+  }
+}
+
+/** The sweep as a fixed-width table (one row per guidance, the real renders first). */
+export function formatGuidanceSweep(rows: GuidanceSweepRow[]): string {
+  const attrs = [...new Set(rows.flatMap((r) => Object.keys(r.perAttribute)))] as AdherenceAttribute[];
+  const pct = (r: Ratio | undefined) => (r ? `${(100 * r.ratio).toFixed(1)} %` : '–').padStart(9);
+  const head = `${'guidance'.padStart(12)} ${'FID-style'.padStart(10)} ${'CMMD-style'.padStart(10)} ${'adherence'.padStart(9)} ${attrs.map((a) => a.padStart(9)).join(' ')}\n`;
+  return head + rows.map((r) => `${(r.guidance === null ? 'real renders' : String(r.guidance)).padStart(12)} ${r.fid.toFixed(1).padStart(10)} ${r.cmmd.toFixed(3).padStart(10)} ${pct(r.adherence)} ${attrs.map((a) => pct(r.perAttribute[a])).join(' ')}\n`).join('');
 }
