@@ -51,7 +51,11 @@ export interface DemoBudget {
   /** Prune and fine-tune batch size. */
   batchSize: number;
   checkpointEvery: number;
-  /** Sampling protocol (APTP.md §9: PNDM, 25 steps, CFG 7.5, batches of one expert). */
+  /**
+   * Sampling protocol (APTP.md §9 uses PNDM, 25 steps, CFG 7.5 for SD 2.1; here DDIM, the teacher's scheduler). The
+   * guidance is the committed teacher's: the lowest FID-style distance of `teacher-check --guidance-sweep` on held-out
+   * validation rows 128–255 (teacher only, never the eval rows; README "Sampling guidance").
+   */
   scheduler: 'pndm' | 'ddim' | 'dpm';
   sampleSteps: number;
   guidance: number;
@@ -63,6 +67,9 @@ export interface DemoBudget {
  * measured per stage, see the README's Demo section); `quick` runs every stage at a tiny size (CI, ≤ 3 minutes).
  * The evaluation protocol (prompts, sampler, metrics) is fixed here in advance and never adjusted to the results.
  */
+/** CFG scale of the committed teacher: lowest FID-style distance of its guidance sweep (1, 1.5, 2, 3, 4.5, 7.5). */
+export const TEACHER_GUIDANCE = 1.5;
+
 export const DEMO_BUDGETS: Record<'full' | 'quick', DemoBudget> = {
   full: {
     evalPrompts: 128,
@@ -74,7 +81,7 @@ export const DEMO_BUDGETS: Record<'full' | 'quick', DemoBudget> = {
     checkpointEvery: 80,
     scheduler: 'ddim',
     sampleSteps: 20,
-    guidance: 7.5,
+    guidance: TEACHER_GUIDANCE,
     sampleBatchSize: 16,
   },
   quick: {
@@ -87,7 +94,7 @@ export const DEMO_BUDGETS: Record<'full' | 'quick', DemoBudget> = {
     checkpointEvery: 3,
     scheduler: 'ddim',
     sampleSteps: 6,
-    guidance: 7.5,
+    guidance: TEACHER_GUIDANCE,
     sampleBatchSize: 12,
   },
 };
