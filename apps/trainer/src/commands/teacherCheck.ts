@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { Command, ConfigError, ProgressBar, describeBackend, initBackend, writeJsonAtomic } from '@aptp/core';
 import { SyntheticWorld, type SyntheticConfig } from '@aptp/datasets';
 import { DEFAULT_TEACHER_DIR } from '../config/reference';
-import { captionReliance, formatGuidanceSweep, formatReliance, guidanceSweep, loadTeacherParts, teacherSampleSheet } from '../stages/teacherCheck';
+import { TEACHER_SAMPLE_SEED, captionReliance, formatGuidanceSweep, formatReliance, guidanceSweep, loadTeacherParts, teacherSampleSheet } from '../stages/teacherCheck';
 import { EVALUATOR_ASSET_DIR } from './evaluator';
 
 const num = () => z.coerce.number();
@@ -68,7 +68,7 @@ export const teacherCheckCommand: Command<typeof teacherCheckSchema> = {
     let sweep;
     if (guidances) {
       const bar = new ProgressBar(ctx.err);
-      const o = { guidances, firstRow: args.sweepFirstRow, prompts: args.sweepPrompts, steps: args.sweepSteps, seed: 1000 };
+      const o = { guidances, firstRow: args.sweepFirstRow, prompts: args.sweepPrompts, steps: args.sweepSteps, seed: TEACHER_SAMPLE_SEED };
       sweep = { ...o, evaluator: args.evaluator, rows: await guidanceSweep(args.teacher, world, args.evaluator, { ...o, onProgress: bar.update }) };
       ctx.out.write(`guidance sweep: validation rows ${o.firstRow}–${o.firstRow + o.prompts - 1}, DDIM ${o.steps} steps, read by ${args.evaluator}\n`);
       ctx.out.write(formatGuidanceSweep(sweep.rows));

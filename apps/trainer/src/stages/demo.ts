@@ -51,11 +51,7 @@ export interface DemoBudget {
   /** Prune and fine-tune batch size. */
   batchSize: number;
   checkpointEvery: number;
-  /**
-   * Sampling protocol (APTP.md §9 uses PNDM, 25 steps, CFG 7.5 for SD 2.1; here DDIM, the teacher's scheduler). The
-   * guidance is the committed teacher's: the lowest FID-style distance of `teacher-check --guidance-sweep` on held-out
-   * validation rows 128–255 (teacher only, never the eval rows; README "Sampling guidance").
-   */
+  /** Sampling protocol (APTP.md §9 uses PNDM, 25 steps, CFG 7.5 for SD 2.1; here DDIM and {@link TEACHER_GUIDANCE}). */
   scheduler: 'pndm' | 'ddim' | 'dpm';
   sampleSteps: number;
   guidance: number;
@@ -63,13 +59,16 @@ export interface DemoBudget {
 }
 
 /**
+ * CFG scale of the committed teacher: the lowest FID-style distance of `teacher-check --guidance-sweep 1,1.5,2,3,4.5,7.5`
+ * on held-out validation rows 128–255 (teacher only, never the eval rows; README "Sampling guidance").
+ */
+export const TEACHER_GUIDANCE = 1.5;
+
+/**
  * The two budgets. `full` is sized to finish in ≤ 15 minutes on 2 idle cores (wasm training, ONNX Runtime sampling;
  * measured per stage, see the README's Demo section); `quick` runs every stage at a tiny size (CI, ≤ 3 minutes).
  * The evaluation protocol (prompts, sampler, metrics) is fixed here in advance and never adjusted to the results.
  */
-/** CFG scale of the committed teacher: lowest FID-style distance of its guidance sweep (1, 1.5, 2, 3, 4.5, 7.5). */
-export const TEACHER_GUIDANCE = 1.5;
-
 export const DEMO_BUDGETS: Record<'full' | 'quick', DemoBudget> = {
   full: {
     evalPrompts: 128,

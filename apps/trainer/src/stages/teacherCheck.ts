@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { Rng, loadNoiseSchedule, type DDPMScheduler, type ProgressCallback } from '@aptp/core';
-import { SyntheticWorld, writeContactSheet, type ContactSheetTile, type SyntheticSplit } from '@aptp/datasets';
+import { SyntheticWorld, writeContactSheet, type ContactSheetTile, type RgbImage, type SyntheticSplit } from '@aptp/datasets';
 import { SyntheticAttributeClassifier, promptAdherence, syntheticFeatureDistances, type AdherenceAttribute, type Ratio } from '@aptp/eval';
 import { HashedTextConditioner, loadTextToImage, loadUNet, type UNet2DConditionModel } from '@aptp/unet-gating';
 import { rgbImagesToNchw } from '../steps/teacherStep';
@@ -100,6 +100,9 @@ export function formatReliance(rows: CaptionRelianceRow[]): string {
   return `${lines.join('\n')}\n`;
 }
 
+/** Sampling seed of the first prompt of a sample sheet or guidance sweep (prompt k: + k). */
+export const TEACHER_SAMPLE_SEED = 1000;
+
 export interface SampleSheetOptions {
   perCategory?: number;
   steps?: number;
@@ -119,23 +122,40 @@ export async function teacherSampleSheet(dir: string, world: SyntheticWorld, out
   }
   const rows = categories.flatMap((c) => byCat.get(c)!);
   const samples = rows.map((i) => world.sample('validation', i));
-  const pipe = await loadTextToImage(dir, { conditioner: HashedTextConditioner.load(dir), engine: 'tfjs' });
+  const pipe = await loadTeacherPipeline(dir);
   try {
-    const { width, height } = samples[0]!.image;
-    const requests = samples.map((s, k) => ({ prompt: s.caption, seed: (options.seed ?? 1000) + k, steps: options.steps ?? 30, guidance: options.guidance ?? 3, width, height }));
-    const images = await pipe.generate(pipe.unet!, requests, { scheduler: 'DDIMScheduler', onProgress: options.onProgress });
+    const images = await sampleCaptions(pipe, samples, { seed: options.seed ?? TEACHER_SAMPLE_SEED, steps: options.steps ?? 30, guidance: options.guidance ?? 3, onProgress: options.onProgress });
     const tiles: ContactSheetTile[] = [];
     const cols = 8;
     for (let g = 0; g < samples.length; g += cols) {
       const chunk = samples.slice(g, g + cols);
       chunk.forEach((s) => tiles.push({ image: s.image, caption: `REAL ${s.caption}` }));
-      chunk.forEach((s, k) => tiles.push({ image: { width, height, data: images[g + k]!.rgb }, caption: `GEN ${s.caption}` }));
+      chunk.forEach((s, k) => tiles.push({ image: images[g + k]!, caption: `GEN ${s.caption}` }));
     }
     await writeContactSheet(out, tiles, { columns: cols, captionLines: 5, scale: 4 });
     return samples.map((s) => s.caption);
   } finally {
     await pipe.dispose();
   }
+}
+
+type TeacherPipeline = Awaited<ReturnType<typeof loadTextToImage>>;
+
+/** A teacher folder as a text-to-image pipeline on tfjs (its HashedTextConditioner). */
+function loadTeacherPipeline(dir: string): Promise<TeacherPipeline> {
+  return loadTextToImage(dir, { conditioner: HashedTextConditioner.load(dir), engine: 'tfjs' });
+}
+
+/** Teacher samples (DDIM) of the captions of world samples, at their size; caption k with seed `seed + k`. */
+async function sampleCaptions(
+  pipe: TeacherPipeline,
+  samples: readonly { caption: string; image: RgbImage }[],
+  o: { seed: number; steps: number; guidance: number; onProgress?: ProgressCallback },
+): Promise<RgbImage[]> {
+  const { width, height } = samples[0]!.image;
+  const requests = samples.map((s, k) => ({ prompt: s.caption, seed: o.seed + k, steps: o.steps, guidance: o.guidance, width, height }));
+  const images = await pipe.generate(pipe.unet!, requests, { scheduler: 'DDIMScheduler', onProgress: o.onProgress });
+  return images.map((im) => ({ width, height, data: im.rgb }));
 }
 
 /** One guidance scale of {@link guidanceSweep}: the evaluator's reading of the teacher's samples. */
@@ -157,7 +177,7 @@ export interface GuidanceSweepOptions {
   prompts?: number;
   /** DDIM steps (default 20, the demo's). */
   steps?: number;
-  /** Sampling seed of prompt k: seed + k (default 1000). */
+  /** Sampling seed of prompt k: seed + k (default TEACHER_SAMPLE_SEED). */
   seed?: number;
   onProgress?: ProgressCallback;
 }
@@ -174,7 +194,7 @@ export async function guidanceSweep(dir: string, world: SyntheticWorld, evaluato
   const samples = Array.from({ length: n }, (_, k) => world.sample('validation', first + k));
   const truth = samples.map((s) => s.attributes);
   const classifier = SyntheticAttributeClassifier.load(evaluatorDir);
-  const pipe = await loadTextToImage(dir, { conditioner: HashedTextConditioner.load(dir), engine: 'tfjs' });
+  const pipe = await loadTeacherPipeline(dir);
   try {
     const real = await classifier.predict(samples.map((s) => s.image));
     const row = async (guidance: number | null, p: Awaited<ReturnType<typeof classifier.predict>>): Promise<GuidanceSweepRow> => {
@@ -183,12 +203,10 @@ export async function guidanceSweep(dir: string, world: SyntheticWorld, evaluato
       return { guidance, fid: d.fid, cmmd: d.cmmd, adherence: a.overall, perAttribute: a.perAttribute };
     };
     const rows = [await row(null, real)];
-    const { width, height } = samples[0]!.image;
     for (const [gi, guidance] of o.guidances.entries()) {
-      const requests = samples.map((s, k) => ({ prompt: s.caption, seed: (o.seed ?? 1000) + k, steps: o.steps ?? 20, guidance, width, height }));
       const onProgress: ProgressCallback | undefined = o.onProgress && ((e) => o.onProgress!({ ...e, label: `guidance ${guidance}`, done: gi * e.total + e.done, total: o.guidances.length * e.total }));
-      const images = await pipe.generate(pipe.unet!, requests, { scheduler: 'DDIMScheduler', onProgress });
-      rows.push(await row(guidance, await classifier.predict(images.map((im) => ({ width, height, data: im.rgb })))));
+      const images = await sampleCaptions(pipe, samples, { seed: o.seed ?? TEACHER_SAMPLE_SEED, steps: o.steps ?? 20, guidance, onProgress });
+      rows.push(await row(guidance, await classifier.predict(images)));
     }
     return rows;
   } finally {
