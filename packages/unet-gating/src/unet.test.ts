@@ -1,9 +1,8 @@
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { InputError, Rng, ShapeError, f16ToF32, f32ToF16, writeSafetensors, type HostTensor } from '@aptp/core';
-import { describeBackends, expectClose, expectNoTensorLeak, gradCheck, useBackend } from '@aptp/core/testing';
+import { describeBackends, expectClose, expectNoTensorLeak, gradCheck, useBackend, useTempDirs } from '@aptp/core/testing';
 import { parseUNetConfig } from './config';
 import { aptpLayout } from './gates/layout';
 import { createEagerUNet, loadUNet, type UNet2DConditionModel } from './unet';
@@ -33,9 +32,7 @@ function inputs(batch = 2): { sample: tf.Tensor; timestep: tf.Tensor; ehs: tf.Te
   };
 }
 
-function tmpDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'unet-test-'));
-}
+const tmpDir = useTempDirs('unet-test-');
 
 /** Factory that makes the named weights trainable variables (so their gradient can be taken). */
 function variablesFor(keys: string[], made: Map<string, tf.Variable>): TensorFactory<tf.Tensor> {

@@ -1,13 +1,14 @@
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { Rng, runProgram } from '@aptp/core';
-import { expectNoTensorLeak, useBackend } from '@aptp/core/testing';
+import { expectNoTensorLeak, useBackend, useTempDirs } from '@aptp/core/testing';
 import { SyntheticWorld, type RgbImage } from '@aptp/datasets';
 import { HEAD_NAMES, SyntheticAttributeClassifier, syntheticFeatureDistances, validateClassifier, type HeadName } from '@aptp/eval';
 import { trainerProgram } from '../program';
 import { evaluatorSchema, trainEvaluator } from './evaluator';
+
+const tempDir = useTempDirs('aptp-evaluator-cmd-');
 
 /** The committed evaluator (trained by `aptp-trainer evaluator`, see its provenance.json). */
 const ASSET_DIR = path.resolve(__dirname, '../../assets/evaluator');
@@ -120,7 +121,7 @@ describe('evaluator command', () => {
   };
 
   it('trains, validates and writes a loadable, deterministic folder with provenance', async () => {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'aptp-evaluator-cmd-'));
+    const root = tempDir();
     const [a, b, c] = ['a', 'b', 'c'].map((d) => path.join(root, d)) as [string, string, string];
     const ra = await run(a, 7);
     expect(ra.code).toBe(0);

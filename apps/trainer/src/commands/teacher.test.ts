@@ -53,8 +53,8 @@ describe('aptp-trainer teacher', () => {
   it('--help lists the options with their defaults', async () => {
     const r = await cli(['teacher', '--help']);
     expect(r.code).toBe(0);
-    for (const flag of ['--steps', '--batch-size', '--resume', '--export', '--caption-dropout', '--snr-gamma', '--ema-decay', '--config']) expect(r.out).toContain(flag);
-    expect(r.out).toMatch(/--steps <n> +optimizer steps .*\(default: 3000\)/);
+    for (const flag of ['--steps', '--batch-size', '--resume', '--export', '--caption-dropout', '--snr-gamma', '--ema-decay', '--workers', '--config']) expect(r.out).toContain(flag);
+    expect(r.out).toMatch(/--steps <n> +optimizer steps .*\(default: 2700\)/);
   });
 
   it('the committed config file is valid and describes the default UNet', () => {
@@ -129,5 +129,13 @@ describe('aptp-trainer teacher', () => {
     expect(b.equals(a)).toBe(true);
     const prov = JSON.parse(fs.readFileSync(path.join(root, 'resumed-teacher/provenance.json'), 'utf8'));
     expect(prov.stepsDone).toBe(4);
+    expect(prov.workers).toBe(2); // the default: each step's batch split across this thread and one worker thread
+    // one thread computes the same steps; only the order of float additions differs
+    const single = await cli(['teacher', '--config', cfg, '--steps', '4', '--workers', '1', '--out', path.join(root, 'single')]);
+    expect(single.code).toBe(0);
+    const l1 = losses('single') as number[];
+    (losses('straight') as number[]).forEach((l, i) => expect(Math.abs(l - l1[i]!)).toBeLessThan(1e-5 * Math.max(1, l1[i]!)));
+    const numTensors = readMetrics(path.join(root, 'straight', 'metrics.jsonl')).map((m) => m.numTensors);
+    expect(new Set(numTensors.slice(1)).size).toBe(1); // flat memory across data-parallel steps
   });
 });

@@ -31,7 +31,9 @@ import { runTraining, type TrainingProgress, type TrainingSummary } from '../loo
 import { variableTarget } from '../loop/trainingTarget';
 import { createTrainableUNet, initUNetWeights } from '../steps/trainableUNet';
 import { openTrainingData, type TrainingData, type TrainingLoaderConfig } from '../loop/trainingData';
-import { dataRowKey, teacherBatchOf, teacherStep, teacherStepOn } from '../steps/teacherStep';
+import { dataRowKey, teacherBatch, teacherBatchOf, teacherStepOn, type TeacherBatch } from '../steps/teacherStep';
+import { dataParallelLayout, dataParallelTeacherStepOn, replicaInit, type DataParallel } from '../parallel/dataParallelStep';
+import { GradientWorkerPool } from '../parallel/pool';
 import { captionReliance, loadTeacherParts } from './teacherCheck';
 
 /**
@@ -144,8 +146,8 @@ export const teacherSchema = z.strictObject({
   resume: z.boolean().default(false).describe('continue the run in --out from its latest checkpoint'),
   export: z.string().optional().describe('folder to write the trained teacher into (default <run folder>/teacher)'),
   seed: num().pipe(z.number().int().min(0)).default(0).describe('seed of the weight init, noise, timesteps and caption dropout'),
-  steps: num().pipe(z.number().int().min(1)).default(3000).describe('optimizer steps (each on new samples)'),
-  batchSize: num().pipe(z.number().int().min(1)).default(16).describe('samples per step'),
+  steps: num().pipe(z.number().int().min(1)).default(2700).describe('optimizer steps (each on new samples)'),
+  batchSize: num().pipe(z.number().int().min(1)).default(32).describe('samples per step (split across the worker threads)'),
   learningRate: num().pipe(z.number().positive()).default(2e-3).describe('AdamW learning rate'),
   lrScheduler: z.enum(LR_SCHEDULERS).default('cosine').describe('learning-rate schedule (cosine: 2e-3 → 0 over the run)'),
   lrWarmupSteps: num().pipe(z.number().int().min(0)).default(50).describe('linear warm-up steps'),
@@ -158,6 +160,10 @@ export const teacherSchema = z.strictObject({
   saveEvery: num().pipe(z.number().int().min(0)).default(100).describe('checkpoint every N steps'),
   checkSamples: num().pipe(z.number().int().min(0)).default(32).describe('validation images of the caption-reliance check written to provenance.json (0 = skip)'),
   backend: z.string().optional().describe('tensor backend: wasm | cpu | tfjs-node (env APTP_BACKEND)'),
+  workers: num()
+    .pipe(z.number().int().min(1).max(64))
+    .default(2)
+    .describe('threads computing each step (the batch is split across them; wasm uses one core per thread; results are reproducible for a fixed value)'),
   unet: z.record(z.string(), z.unknown()).default({ ...DEFAULT_TEACHER_UNET }).describe('diffusers UNet config.json (snake_case; config file only)'),
   scheduler: schedulerSchema.default(schedulerSchema.parse({})).describe('training noise schedule (config file only)'),
   conditioning: conditioningSchema.default(conditioningSchema.parse({})).describe('HashedTextConditioner (config file only)'),
@@ -172,7 +178,7 @@ export type TeacherArgs = z.output<typeof teacherSchema>;
 
 /** The parts of the options that define the trained model and its data (saved in config.json and checkpoints). */
 export function teacherRunConfig(args: TeacherArgs): Record<string, unknown> {
-  const { out: _o, resume: _r, export: _e, backend: _b, checkSamples: _c, loader: _l, ...rest } = args;
+  const { out: _o, resume: _r, export: _e, backend: _b, workers: _w, checkSamples: _c, loader: _l, ...rest } = args;
   return isSyntheticWorldConfig(args.dataset) ? rest : { ...rest, loader: teacherLoader(args) };
 }
 
@@ -236,6 +242,8 @@ export interface TeacherRunOptions {
   /** The command line, for provenance. */
   command?: string;
   backendName?: string;
+  /** The built gradient worker (default: dist/gradientWorker.js next to the bundle; tests point to the build). */
+  workerScript?: string;
 }
 
 export interface TeacherRunResult {
@@ -281,6 +289,15 @@ export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRun
   const batchOptions = { seed: args.seed, batchSize: args.batchSize, captionDropout: args.captionDropout, numTrainTimesteps: args.scheduler.numTrainTimesteps };
   const stepCtx = { unet: trainable.unet, params, ema, emaDecay: args.emaDecay, optimizer, scheduler: model.scheduler, conditioner: model.conditioner, snrGamma: args.snrGamma };
   const levels = 2 ** (model.unetConfig.blockOutChannels.length - 1);
+  let dp: DataParallel | null = null; // started in the try below (closed in its finally)
+  /** Steps 3–5 on a built batch, on this thread or split across the worker threads; the batch is disposed. */
+  const stepOn = async (batch: TeacherBatch, k: number) => {
+    try {
+      return dp ? await dataParallelTeacherStepOn(stepCtx, dp, batch, k) : teacherStepOn(stepCtx, batch, k);
+    } finally {
+      tf.dispose([batch.x0, batch.noise]);
+    }
+  };
   /** One step on the next loader batch: rows keyed `<epoch>:<id>`, skipped rows counted. */
   const dataStep = async (d: TrainingData, k: number) => {
     const b = await d.next(k);
@@ -288,21 +305,20 @@ export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRun
     if (H % levels !== 0 || W % levels !== 0) {
       throw new ShapeError('image size must be divisible by 2^(down blocks − 1); set a transform that crops', { field: 'loader.transform', expected: `sides a multiple of ${levels}`, found: `${H}×${W}` });
     }
-    const batch = teacherBatchOf({ pixels: b.pixels, shape: b.shape, captions: b.captions, rows: b.ids.map((id) => dataRowKey(b.epoch, id)) }, batchOptions);
-    let m: { loss: number; meanTimestep: number };
-    try {
-      m = teacherStepOn(stepCtx, batch, k);
-    } finally {
-      tf.dispose([batch.x0, batch.noise]);
-    }
+    const m = await stepOn(teacherBatchOf({ pixels: b.pixels, shape: b.shape, captions: b.captions, rows: b.ids.map((id) => dataRowKey(b.epoch, id)) }, batchOptions), k);
     return { ...m, numTensors: tf.memory().numTensors, epoch: b.epoch, skippedImages: d.skips().total };
   };
+  const worldStep = async (w: SyntheticWorld, k: number) => ({ ...(await stepOn(teacherBatch(w, batchOptions, k), k)), numTensors: tf.memory().numTensors });
   try {
+    if (args.workers > 1) {
+      const init = replicaInit(stepCtx, args.unet, options.backendName ?? tf.getBackend());
+      dp = dataParallelLayout(await GradientWorkerPool.start({ threads: args.workers - 1, init, script: options.workerScript }), params);
+    }
     const summary = await runTraining({
       label: 'teacher',
       steps: args.steps,
       saveEvery: args.saveEvery,
-      step: world ? (k) => teacherStep(stepCtx, world, batchOptions, k) : (k) => dataStep(data!, k),
+      step: world ? (k) => worldStep(world, k) : (k) => dataStep(data!, k),
       target,
       run,
       resume: options.resume,
@@ -325,6 +341,7 @@ export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRun
         ...(data ? { what: `teacher UNet of the ${(dataset as ResolvedDatasetConfig).format} data set (aptp-trainer teacher)` } : {}),
         command: options.command ?? null,
         backend: options.backendName ?? tf.getBackend(),
+        workers: args.workers,
         status: summary.status,
         stepsDone: summary.endStep,
         stepsPlanned: args.steps,
@@ -336,6 +353,7 @@ export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRun
     if (args.checkSamples > 0 && reliance) await addCaptionReliance(exportDir, reliance, args.checkSamples);
     return { summary, exportDir, skips, checkSkipped };
   } finally {
+    await (dp as DataParallel | null)?.pool.close();
     await data?.close();
     optimizer.dispose();
     if (ema) tf.dispose(Object.values(ema));

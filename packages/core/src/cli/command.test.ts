@@ -1,10 +1,10 @@
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { z } from 'zod';
 import { Command, Program, parseCommandArgs, runProgram, commandHelp } from './command';
 import { ProgressBar } from './progress';
+import { useTempDirs } from '../testing/tempDirs';
 import { ConfigError, InputError, NumericError } from '../errors';
 
 const schema = z.strictObject({
@@ -20,12 +20,14 @@ function sink(): { stream: Writable; text: () => string } {
   return { stream: new Writable({ write(c, _e, cb) { buf += c.toString(); cb(); } }), text: () => buf };
 }
 
+const tempDir = useTempDirs('aptp-cli-');
+
 describe('CLI plumbing', () => {
   const cmd: Command<typeof schema> = { name: 'train', summary: 'train things', schema, run: async () => 0 };
   const program: Program = { name: 'aptp-x', summary: 'test program', commands: [cmd] };
 
   it('applies defaults < --config file < flags, with kebab-case flags', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aptp-cli-'));
+    const dir = tempDir();
     const cfg = path.join(dir, 'c.yaml');
     fs.writeFileSync(cfg, 'steps: 20\nmode: none\n');
     expect(parseCommandArgs(cmd, [])).toEqual({ steps: 10, learningRate: 2e-4, quick: false, mode: 'ot' });
@@ -34,7 +36,7 @@ describe('CLI plumbing', () => {
   });
 
   it('names the bad flag or config key', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aptp-cli-'));
+    const dir = tempDir();
     const cfg = path.join(dir, 'c.json');
     fs.writeFileSync(cfg, JSON.stringify({ stepz: 3 }));
     expect(() => parseCommandArgs(cmd, ['--steps', '-1'])).toThrow(ConfigError);

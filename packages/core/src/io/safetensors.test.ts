@@ -1,15 +1,13 @@
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { describeGolden } from '../testing/golden';
+import { useTempDirs } from '../testing/tempDirs';
 import { InputError } from '../errors';
 import { SafetensorsReader, readSafetensors, writeSafetensors, f16ToF32, f32ToF16, loadSafetensors } from './safetensors';
 
-function tmpDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'aptp-st-'));
-}
+const tmpDir = useTempDirs('aptp-st-');
 
 describeGolden('unet-tiny', 'safetensors on the golden UNet', (dir) => {
   it('reads every tensor with the shapes of the golden README', () => {

@@ -17,5 +17,6 @@ it('exports exactly the documented API', () => {
     'readGoldenJson',
     'readGoldenTensors',
     'useBackend',
+    'useTempDirs',
   ]);
 });

@@ -4,6 +4,7 @@ export type { GoldenArray } from './golden';
 export { expectClose, compareClose } from './expectClose';
 export type { CloseOptions, CloseReport } from './expectClose';
 export { expectNoTensorLeak } from './leaks';
+export { useTempDirs } from './tempDirs';
 export { gradCheck } from './gradCheck';
 export type { GradCheckOptions } from './gradCheck';
 export { TEST_BACKENDS, useBackend, describeBackends } from './backends';

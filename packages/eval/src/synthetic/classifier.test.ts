@@ -1,9 +1,8 @@
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { ConfigError, InputError, Rng, ShapeError, readSafetensors, writeSafetensors, type HostTensor } from '@aptp/core';
-import { describeBackends, expectClose, expectNoTensorLeak } from '@aptp/core/testing';
+import { describeBackends, expectClose, expectNoTensorLeak, useTempDirs } from '@aptp/core/testing';
 import { SyntheticWorld, type RgbImage, type SyntheticSample } from '@aptp/datasets';
 import {
   HEAD_NAMES,
@@ -19,9 +18,7 @@ import {
 
 const TINY: ClassifierConfigInput = { imageSize: 16, convs: [{ channels: 3, stride: 2 }, { channels: 4, stride: 1 }, { channels: 4, stride: 2 }], featureDim: 5 };
 
-function tempDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'aptp-evaluator-'));
-}
+const tempDir = useTempDirs('aptp-evaluator-');
 
 const world = new SyntheticWorld({ seed: 5 });
 const samples: SyntheticSample[] = Array.from({ length: 200 }, (_, i) => world.sample('train', i));
