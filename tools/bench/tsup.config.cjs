@@ -5,7 +5,7 @@
 const path = require('node:path');
 
 module.exports = {
-  entry: { run: 'bench/run.ts', 'unet.bench': 'bench/unet.bench.ts', 'routing.bench': 'bench/routing.bench.ts', 'attention.bench': 'bench/attention.bench.ts' },
+  entry: { run: 'bench/run.ts', 'unet.bench': 'bench/unet.bench.ts', 'routing.bench': 'bench/routing.bench.ts', 'attention.bench': 'bench/attention.bench.ts', 'teacher.bench': 'bench/teacher.bench.ts' },
   outDir: 'dist/bench',
   format: ['cjs'],
   outExtension: () => ({ js: '.js' }),
