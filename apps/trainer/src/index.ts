@@ -36,6 +36,13 @@ export { runTeacher, teacherSchema, teacherLoaderSchema, teacherModel, teacherRu
 export type { TeacherArgs, TeacherModel, TeacherRunOptions, TeacherRunResult, WriteTeacherOptions } from './stages/teacher';
 export { teacherBatch, teacherBatchOf, dataRowKey, teacherLoss, teacherStep, teacherStepOn, updateEma } from './steps/teacherStep';
 export type { TeacherBatch, TeacherBatchOptions, TeacherImages, TeacherStepContext } from './steps/teacherStep';
+export { dataParallelTeacherStepOn, dataParallelLayout, replicaInit } from './parallel/dataParallelStep';
+export type { DataParallel } from './parallel/dataParallelStep';
+export { GradientWorkerPool, defaultWorkerScript } from './parallel/pool';
+export { TeacherGradientReplica, shardGradients } from './parallel/replica';
+export type { ReplicaInit } from './parallel/replica';
+export { shardRanges, teacherShards, combineShardGradients, flattenTensors, parameterKeys } from './parallel/shards';
+export type { TeacherShard, ShardGradients } from './parallel/shards';
 export { openTrainingData } from './loop/trainingData';
 export type { TrainingData, TrainingLoaderConfig, OpenTrainingDataOptions } from './loop/trainingData';
 export { createTrainableUNet, initUNetWeights } from './steps/trainableUNet';

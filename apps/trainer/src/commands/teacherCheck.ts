@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { Command, ConfigError, ProgressBar, describeBackend, initBackend, writeJsonAtomic } from '@aptp/core';
 import { SyntheticWorld, type SyntheticConfig } from '@aptp/datasets';
 import { DEFAULT_TEACHER_DIR } from '../config/reference';
+import { TEACHER_GUIDANCE } from '../stages/demo';
 import { TEACHER_SAMPLE_SEED, captionReliance, formatGuidanceSweep, formatReliance, guidanceSweep, loadTeacherParts, teacherSampleSheet } from '../stages/teacherCheck';
 import { EVALUATOR_ASSET_DIR } from './evaluator';
 
@@ -16,7 +17,7 @@ export const teacherCheckSchema = z.strictObject({
   seed: num().pipe(z.number().int().min(0)).default(0).describe('noise seed (and the synthetic world seed)'),
   grid: z.string().optional().describe('also write a PNG of real renders above teacher samples (4 prompts per category)'),
   steps: num().pipe(z.number().int().min(1)).default(30).describe('DDIM steps of the --grid samples'),
-  guidance: num().pipe(z.number().min(0)).default(3).describe('classifier-free guidance of the --grid samples'),
+  guidance: num().pipe(z.number().min(0)).default(TEACHER_GUIDANCE).describe("classifier-free guidance of the --grid samples (the demo's)"),
   guidanceSweep: z.string().optional().describe('comma-separated guidance scales: sample held-out prompts at each and read them with the evaluator'),
   sweepPrompts: num().pipe(z.number().int().min(2)).default(128).describe('prompts of the --guidance-sweep'),
   sweepFirstRow: num().pipe(z.number().int().min(0)).default(128).describe('first validation row of the sweep (the demo evaluates rows 0–127)'),
