@@ -34,7 +34,7 @@ export type { CheckpointingConfig, CheckpointingConfigInput } from './loop/confi
 export { teacherCommand } from './commands/teacher';
 export { runTeacher, teacherSchema, teacherLoaderSchema, teacherModel, teacherRunConfig, teacherLoader, teacherImageSize, isSyntheticWorldConfig, writeTeacherFolder, samplingSchedulerJson, DEFAULT_TEACHER_UNET, TEACHER_FILES } from './stages/teacher';
 export type { TeacherArgs, TeacherModel, TeacherRunOptions, TeacherRunResult, WriteTeacherOptions } from './stages/teacher';
-export { teacherBatch, teacherBatchOf, dataRowKey, teacherLoss, teacherStep, teacherStepOn, updateEma } from './steps/teacherStep';
+export { teacherBatch, teacherBatchOf, dataRowKey, teacherLoss, teacherStep, teacherStepOn, applyTeacherUpdate, updateEma } from './steps/teacherStep';
 export type { TeacherBatch, TeacherBatchOptions, TeacherImages, TeacherStepContext } from './steps/teacherStep';
 export { dataParallelTeacherStepOn, dataParallelLayout, replicaInit } from './parallel/dataParallelStep';
 export type { DataParallel } from './parallel/dataParallelStep';

@@ -4,8 +4,7 @@ import { z } from 'zod';
 import { Command, ConfigError, ProgressBar, describeBackend, initBackend, writeJsonAtomic } from '@aptp/core';
 import { SyntheticWorld, type SyntheticConfig } from '@aptp/datasets';
 import { DEFAULT_TEACHER_DIR } from '../config/reference';
-import { TEACHER_GUIDANCE } from '../stages/demo';
-import { TEACHER_SAMPLE_SEED, captionReliance, formatGuidanceSweep, formatReliance, guidanceSweep, loadTeacherParts, teacherSampleSheet } from '../stages/teacherCheck';
+import { TEACHER_GUIDANCE, TEACHER_SAMPLE_SEED, captionReliance, formatGuidanceSweep, formatReliance, guidanceSweep, loadTeacherParts, teacherSampleSheet } from '../stages/teacherCheck';
 import { EVALUATOR_ASSET_DIR } from './evaluator';
 
 const num = () => z.coerce.number();

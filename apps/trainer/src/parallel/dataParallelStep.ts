@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { updateEma, type TeacherBatch, type TeacherStepContext } from '../steps/teacherStep';
+import { applyTeacherUpdate, type TeacherBatch, type TeacherStepContext } from '../steps/teacherStep';
 import type { GradientWorkerPool } from './pool';
 import type { ReplicaInit } from './replica';
 import { shardGradients } from './replica';
@@ -25,7 +25,7 @@ export function dataParallelLayout(pool: GradientWorkerPool, params: Record<stri
 /**
  * Steps 3–5 of teacherStep.ts with the batch cut into `pool.size + 1` shards (shards.ts): shard 0 on this thread,
  * the others on the worker threads with a copy of the current weights, all at once; then the row-weighted mean
- * gradient goes through the same optimizer step and EMA update. The caller owns and disposes the batch.
+ * gradient goes through the same optimizer step and EMA update (`applyTeacherUpdate`). The caller owns and disposes the batch.
  */
 export async function dataParallelTeacherStepOn(ctx: TeacherStepContext, dp: DataParallel, batch: TeacherBatch, k: number): Promise<{ loss: number; meanTimestep: number }> {
   const context = ctx.conditioner.encodeSync(batch.prompts);
@@ -39,11 +39,5 @@ export async function dataParallelTeacherStepOn(ctx: TeacherStepContext, dp: Dat
   remote.catch(() => undefined); // awaited below; a failure of this thread's shard must not leave it unhandled
   const local = shardGradients(ctx, dp.keys, shards[0]!);
   const { loss, grads } = combineShardGradients([local, ...(await remote)], dp.keys, dp.shapes);
-  try {
-    if (Number.isFinite(loss)) ctx.optimizer.step(grads);
-  } finally {
-    tf.dispose(Object.values(grads));
-  }
-  if (Number.isFinite(loss) && ctx.ema) updateEma(ctx.ema, ctx.params, ctx.emaDecay, k);
-  return { loss, meanTimestep: batch.timesteps.reduce((a, b) => a + b, 0) / batch.timesteps.length };
+  return applyTeacherUpdate(ctx, batch, loss, grads, k);
 }

@@ -8,6 +8,7 @@ import { formatMacs, formatNumber, formatRatio, loadRgbImage, type AdherenceAttr
 import { readModelUNetConfig } from '@aptp/unet-gating';
 import { parseFinetuneConfig, parsePruneConfig, type PruneConfig } from '../config/reference';
 import { assembleModel } from './assembleModel';
+import { TEACHER_GUIDANCE } from './teacherCheck';
 import { readExperts } from './prune';
 import { datasetForSplit, readRouting } from './route';
 
@@ -57,12 +58,6 @@ export interface DemoBudget {
   guidance: number;
   sampleBatchSize: number;
 }
-
-/**
- * CFG scale of the committed teacher: the lowest FID-style distance of `teacher-check --guidance-sweep 1,1.5,2,3,4.5,7.5`
- * on held-out validation rows 128–255 (teacher only, never the eval rows; README "Sampling guidance").
- */
-export const TEACHER_GUIDANCE = 1.5;
 
 /**
  * The two budgets. `full` is sized to finish in ≤ 15 minutes on 2 idle cores (wasm training, ONNX Runtime sampling;

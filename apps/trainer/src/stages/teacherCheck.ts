@@ -103,6 +103,13 @@ export function formatReliance(rows: CaptionRelianceRow[]): string {
 /** Sampling seed of the first prompt of a sample sheet or guidance sweep (prompt k: + k). */
 export const TEACHER_SAMPLE_SEED = 1000;
 
+/**
+ * CFG scale of the committed teacher (the demo's and the sample sheet's): the lowest FID-style distance of
+ * `teacher-check --guidance-sweep 1,1.5,2,3,4.5,7.5` on held-out validation rows 128–255 (teacher only, never the eval
+ * rows; README "Sampling guidance").
+ */
+export const TEACHER_GUIDANCE = 1.5;
+
 export interface SampleSheetOptions {
   perCategory?: number;
   steps?: number;
@@ -124,7 +131,7 @@ export async function teacherSampleSheet(dir: string, world: SyntheticWorld, out
   const samples = rows.map((i) => world.sample('validation', i));
   const pipe = await loadTeacherPipeline(dir);
   try {
-    const images = await sampleCaptions(pipe, samples, { seed: options.seed ?? TEACHER_SAMPLE_SEED, steps: options.steps ?? 30, guidance: options.guidance ?? 3, onProgress: options.onProgress });
+    const images = await sampleCaptions(pipe, samples, { seed: options.seed ?? TEACHER_SAMPLE_SEED, steps: options.steps ?? 30, guidance: options.guidance ?? TEACHER_GUIDANCE, onProgress: options.onProgress });
     const tiles: ContactSheetTile[] = [];
     const cols = 8;
     for (let g = 0; g < samples.length; g += cols) {

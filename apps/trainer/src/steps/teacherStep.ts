@@ -129,19 +129,32 @@ export function updateEma(ema: Record<string, tf.Variable>, params: Record<strin
   return d;
 }
 
+/**
+ * Step 5 given the batch's loss and gradient (one thread's or the data-parallel mean): AdamW and the EMA when the loss is
+ * finite (a non-finite loss is left to the training loop's guard). Disposes `grads`.
+ */
+export function applyTeacherUpdate(ctx: TeacherStepContext, batch: TeacherBatch, loss: number, grads: Record<string, tf.Tensor>, k: number): { loss: number; meanTimestep: number } {
+  try {
+    if (Number.isFinite(loss)) ctx.optimizer.step(grads);
+  } finally {
+    tf.dispose(Object.values(grads));
+  }
+  if (Number.isFinite(loss) && ctx.ema) updateEma(ctx.ema, ctx.params, ctx.emaDecay, k);
+  return { loss, meanTimestep: batch.timesteps.reduce((a, b) => a + b, 0) / batch.timesteps.length };
+}
+
 /** Steps 3–5 on a built batch after `k` completed steps (the caller owns and disposes the batch). */
 export function teacherStepOn(ctx: TeacherStepContext, batch: TeacherBatch, k: number): { loss: number; meanTimestep: number } {
   const context = ctx.conditioner.encodeSync(batch.prompts);
   try {
     const { value, grads } = namedGrads(() => teacherLoss(ctx, batch, context), ctx.params);
-    const loss = value.dataSync()[0]!;
+    let loss: number;
     try {
-      if (Number.isFinite(loss)) ctx.optimizer.step(grads);
+      loss = value.dataSync()[0]!;
     } finally {
-      tf.dispose([value, ...Object.values(grads)]);
+      value.dispose();
     }
-    if (Number.isFinite(loss) && ctx.ema) updateEma(ctx.ema, ctx.params, ctx.emaDecay, k);
-    return { loss, meanTimestep: batch.timesteps.reduce((a, b) => a + b, 0) / batch.timesteps.length };
+    return applyTeacherUpdate(ctx, batch, loss, grads, k);
   } finally {
     context.dispose();
   }
