@@ -8,8 +8,12 @@ import { ConfigError, InputError, ShapeError, type PredictionType } from '@aptp/
  *   SNR_t = ᾱ_t / (1 − ᾱ_t)           (computed as (√ᾱ_t / √(1 − ᾱ_t))², in float32, as the reference)
  *   ε-prediction:  w_t = min(SNR_t, γ) / SNR_t
  *   v-prediction:  w_t = min(SNR_t + 1, γ) / (SNR_t + 1)
- *   x₀-prediction ("sample", not in the reference): w_t = min(SNR_t, γ) — the ε weighting carried to x₀ space
- *                  (‖ε − ε̂‖² = SNR_t·‖x₀ − x̂₀‖²), so the three objectives weight the x₀ error alike
+ *   x₀-prediction ("sample", not in the reference): the ε or the v weighting carried to x₀ space, chosen by
+ *                  `x0WeightedAs` (default ε):
+ *                    as ε: w_t = min(SNR_t, γ)       (‖ε − ε̂‖² = SNR_t·‖x₀ − x̂₀‖²)
+ *                    as v: w_t = min(SNR_t + 1, γ)   (‖v − v̂‖² = (SNR_t + 1)·‖x₀ − x̂₀‖²)
+ *                  so an x₀ model's loss equals the ε (or v) model's min-SNR loss for the same x₀ error. The v form
+ *                  gives the noisy timesteps (SNR < 1), where the prompt decides the layout, ≈ 1 instead of ≈ SNR.
  *   L = mean_b [ w_{t_b} · mean_{c,h,w} (pred_b − target_b)² ]
  *
  * Without γ (reference `snr_gamma: null`) the loss is the plain mean squared error over every element.
@@ -37,16 +41,22 @@ export function snrFromAlphasCumprod(alphasCumprod: ArrayLike<number>, timesteps
   return out;
 }
 
+/** How an x₀ ("sample") loss is weighted: like the min-SNR loss of an ε or of a v model (see above). */
+export type X0Weighting = 'epsilon' | 'v_prediction';
+
 /** Min-SNR-γ loss weights `[B]` (float32 as the reference). */
-export function minSnrWeights(snr: ArrayLike<number>, gamma: number, predictionType: PredictionType): Float32Array {
+export function minSnrWeights(snr: ArrayLike<number>, gamma: number, predictionType: PredictionType, x0WeightedAs: X0Weighting = 'epsilon'): Float32Array {
   if (!(gamma > 0)) throw new ConfigError('snr gamma must be positive', { field: 'snrGamma', expected: '> 0', found: gamma });
   if (predictionType !== 'epsilon' && predictionType !== 'v_prediction' && predictionType !== 'sample') {
     throw new ConfigError('unknown prediction type', { field: 'predictionType', expected: 'epsilon | v_prediction | sample', found: predictionType });
   }
+  if (x0WeightedAs !== 'epsilon' && x0WeightedAs !== 'v_prediction') {
+    throw new ConfigError('unknown x0 weighting', { field: 'x0WeightedAs', expected: 'epsilon | v_prediction', found: x0WeightedAs });
+  }
   const out = new Float32Array(snr.length);
   for (let b = 0; b < snr.length; b++) {
     if (predictionType === 'sample') {
-      out[b] = f32(Math.min(f32(snr[b]!), f32(gamma)));
+      out[b] = f32(Math.min(x0WeightedAs === 'v_prediction' ? f32(f32(snr[b]!) + 1) : f32(snr[b]!), f32(gamma)));
       continue;
     }
     // v-prediction: "the velocity objective requires that we add one to SNR values before we divide by them".

@@ -1,5 +1,6 @@
 /** @aptp/losses: the APTP training objectives (APTP.md §4.3, §5), differentiable in tfjs on cpu and wasm. */
 export { diffusionLoss, minSnrWeights, perSampleMse, snrFromAlphasCumprod } from './diffusion';
+export type { X0Weighting } from './diffusion';
 export type { PredictionType } from './diffusion';
 export { BLOCK_KEYS, blockDistillationLoss, distillationLoss } from './distillation';
 export type { BlockKey } from './distillation';

@@ -61,7 +61,9 @@ describe('parseUNetConfig', () => {
     expect(() => parseUNetConfig({ ...SD21, down_block_types: ['AttnDownBlock2D', 'DownBlock2D', 'DownBlock2D', 'DownBlock2D'] })).toThrow(
       /down_block_types\.0: unsupported block type.*found AttnDownBlock2D/,
     );
-    expect(() => parseUNetConfig({ ...SD21, resnet_time_scale_shift: 'scale_shift' })).toThrow(/resnet_time_scale_shift/);
+    expect(() => parseUNetConfig({ ...SD21, resnet_time_scale_shift: 'ada_group' })).toThrow(/resnet_time_scale_shift.*found ada_group/);
+    expect(parseUNetConfig({ ...SD21, resnet_time_scale_shift: 'scale_shift' }).resnetTimeScaleShift).toBe('scale_shift');
+    expect(parseUNetConfig(SD21).resnetTimeScaleShift).toBe('default');
     expect(() => parseUNetConfig({ ...SD21, attention_head_dim: [5, 10, 20] })).toThrow(/attention_head_dim/);
     expect(() => parseUNetConfig({ ...SD21, attention_head_dim: 7 })).toThrow(/attention_head_dim.*found 7/);
     expect(() => parseUNetConfig({ ...SD21, _anything: { nested: true }, _class_name: 'X' })).not.toThrow();

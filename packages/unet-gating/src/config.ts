@@ -69,6 +69,11 @@ export interface UNetConfig {
   /** Width of the time embedding (`time_embedding_dim`, default 4·block_out_channels[0]). */
   timeEmbedDim: number;
   /**
+   * How a ResNet takes the time embedding (`resnet_time_scale_shift`): `default` adds `time_emb_proj(temb)` before
+   * norm2 (SD); `scale_shift` projects to 2·C and modulates after it, `norm2(h)·(1 + scale) + shift` (ADM's AdaGN).
+   */
+  resnetTimeScaleShift: 'default' | 'scale_shift';
+  /**
    * `addition_embed_type: "text"`: a `TextTimeEmbedding` (`add_embedding`) pools the text states by attention and
    * adds the result to the time embedding, so every ResNet sees the prompt (null: none, SD 1.x/2.x).
    */
@@ -119,7 +124,7 @@ const diffusersUNetSchema = z.strictObject({
   addition_embed_type_num_heads: posInt.default(64),
   num_class_embeds: z.null().default(null),
   upcast_attention: z.boolean().default(false),
-  resnet_time_scale_shift: z.literal('default').default('default'),
+  resnet_time_scale_shift: z.enum(['default', 'scale_shift']).default('default'),
   resnet_skip_time_act: z.literal(false).default(false),
   resnet_out_scale_factor: z.number().positive().default(1),
   time_embedding_type: z.literal('positional').default('positional'),
@@ -255,6 +260,7 @@ export function parseUNetConfig(json: unknown, file = 'unet/config.json'): UNetC
     convInKernel: c.conv_in_kernel,
     convOutKernel: c.conv_out_kernel,
     timeEmbedDim: c.time_embedding_dim ?? 4 * channels[0]!,
+    resnetTimeScaleShift: c.resnet_time_scale_shift,
     additionEmbedType: c.addition_embed_type,
     additionEmbedHeads: c.addition_embed_type_num_heads,
     gatedFf: c.gated_ff,
@@ -307,6 +313,8 @@ export interface ResnetSpec {
   skipChannels: number;
   /** Output scale factor (mid block: `mid_block_scale_factor`; else `resnet_out_scale_factor`). */
   outputScaleFactor: number;
+  /** `resnet_time_scale_shift: "scale_shift"`: time_emb_proj has 2·outChannels rows (scale, then shift). */
+  timeScaleShift: boolean;
   /** True when the reference gives this ResNet a depth gate. */
   hasDepthGate: boolean;
 }
@@ -385,6 +393,7 @@ export function unetStructure(cfg: UNetConfig): UNetStructure {
         outChannels: out,
         skipChannels: 0,
         outputScaleFactor: cfg.resnetOutScaleFactor,
+        timeScaleShift: cfg.resnetTimeScaleShift === 'scale_shift',
         hasDepthGate: rd[k]!,
       })),
       attentions: cross
@@ -418,6 +427,7 @@ export function unetStructure(cfg: UNetConfig): UNetStructure {
       outChannels: midCh,
       skipChannels: 0,
       outputScaleFactor: cfg.midBlockScaleFactor,
+      timeScaleShift: cfg.resnetTimeScaleShift === 'scale_shift',
       hasDepthGate: false,
     })),
     attentions: [
@@ -461,6 +471,7 @@ export function unetStructure(cfg: UNetConfig): UNetStructure {
           outChannels: out,
           skipChannels: skip,
           outputScaleFactor: cfg.resnetOutScaleFactor,
+        timeScaleShift: cfg.resnetTimeScaleShift === 'scale_shift',
           hasDepthGate: rd[k]!,
         };
       }),

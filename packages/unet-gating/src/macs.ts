@@ -19,7 +19,8 @@ import { checkArchVector, customGradUnary, hardArchitecture, hardGates, HARD_THR
  * - One SiLU instance is shared by the whole network; its counter holds 2 × every element passed through any SiLU
  *   (three per ResNet, the time embedding's, the output one) and is added to the total **twice**
  *   (as `time_embedding.act` and as `conv_act`).
- * - ResNet: prunable P = conv1 + time_emb_proj + norm2 + conv2; total T = P + norm1 + conv_shortcut.
+ * - ResNet: prunable P = conv1 + time_emb_proj + norm2 + conv2; total T = P + norm1 + conv_shortcut. With
+ *   `scale_shift` time_emb_proj has 2·C_out outputs (its elementwise scale and shift, like every add, count 0).
  *   Transformer: P = attn1 + attn2 + ff (per gate); T = P + norm + proj_in + proj_out + norm1..3.
  * - Current MACs (§5.2), ρ_g = kept fraction of gate g (hard, ≥ 0.5), δ = hard depth gate:
  *   width-only sub-block Σ_g ρ_g·P_g; depth-gated (Σ_g ρ_g·P_g + T − P)·δ.
@@ -77,7 +78,7 @@ function resnetMacs(r: ResnetSpec, hw: number, tembDim: number): Record<string, 
   const m: Record<string, number> = {
     norm1: 2 * r.inChannels * hw,
     conv1: conv(3, r.inChannels, r.outChannels, hw),
-    time_emb_proj: linear(1, tembDim, r.outChannels),
+    time_emb_proj: linear(1, tembDim, (r.timeScaleShift ? 2 : 1) * r.outChannels),
     norm2: 2 * r.outChannels * hw,
     conv2: conv(3, r.outChannels, r.outChannels, hw),
   };

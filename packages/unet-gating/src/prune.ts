@@ -36,6 +36,8 @@ export interface PrunedResnet {
   hasConvShortcut: boolean;
   /** Channels per norm2 group (unchanged by pruning). */
   channelsPerGroup: number;
+  /** time_emb_proj rows are [scale; shift] (`scale_shift`): both halves keep the kept channels. */
+  timeScaleShift: boolean;
   /** Indices of kept norm2 groups, ascending. */
   keptGroups: number[];
   /** Indices of kept conv1-output / norm2 / conv2-input channels, ascending. */
@@ -112,6 +114,7 @@ export function prunedArchitecture(layout: ArchitectureLayout, row: ArrayLike<nu
         outChannels: r.outChannels,
         hasConvShortcut: r.inChannels !== r.outChannels,
         channelsPerGroup: per,
+        timeScaleShift: r.timeScaleShift,
         keptGroups: kept.flatMap((k, g) => (k ? [g] : [])),
         keptChannels: expand(kept, per),
       };
@@ -153,7 +156,12 @@ export function tensorRule(plan: PrunedArchitecture, key: string, index = subBlo
   const suffix = key.slice(sb.name.length + 1);
   if (sb.kind === 'resnet') {
     const rows = { op: 'slice' as const, axis: 0, indices: sb.keptChannels, fullSize: sb.outChannels };
-    if (/^(conv1|time_emb_proj|norm2)\.(weight|bias)$/.test(suffix)) return rows;
+    if (/^(conv1|norm2)\.(weight|bias)$/.test(suffix)) return rows;
+    if (/^time_emb_proj\.(weight|bias)$/.test(suffix)) {
+      if (!sb.timeScaleShift) return rows;
+      // scale_shift: rows [scale (C); shift (C)], keep the kept channels of both halves
+      return { ...rows, indices: [...sb.keptChannels, ...sb.keptChannels.map((c) => c + sb.outChannels)], fullSize: 2 * sb.outChannels };
+    }
     if (suffix === 'conv2.weight') return { ...rows, axis: 1 };
     return { op: 'keep' };
   }

@@ -261,7 +261,7 @@ export function randomUNetWeights(cfg: UNetConfig, seed: number, std = 0.1): Map
     for (const r of b.resnets) {
       norm(`${r.name}.norm1`, r.inChannels);
       conv(`${r.name}.conv1`, r.outChannels, r.inChannels, 3);
-      lin(`${r.name}.time_emb_proj`, r.outChannels, t);
+      lin(`${r.name}.time_emb_proj`, r.timeScaleShift ? 2 * r.outChannels : r.outChannels, t);
       norm(`${r.name}.norm2`, r.outChannels);
       conv(`${r.name}.conv2`, r.outChannels, r.outChannels, 3);
       if (r.inChannels !== r.outChannels) conv(`${r.name}.conv_shortcut`, r.outChannels, r.inChannels, 1);

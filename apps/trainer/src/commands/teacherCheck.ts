@@ -4,7 +4,23 @@ import { z } from 'zod';
 import { Command, ConfigError, ProgressBar, describeBackend, initBackend, writeJsonAtomic } from '@aptp/core';
 import { SyntheticWorld, type SyntheticConfig } from '@aptp/datasets';
 import { DEFAULT_TEACHER_DIR } from '../config/reference';
-import { TEACHER_GUIDANCE, TEACHER_SAMPLE_SEED, captionReliance, formatGuidanceSweep, formatReliance, guidanceSweep, loadTeacherParts, teacherSampleSheet } from '../stages/teacherCheck';
+import { SyntheticAttributeClassifier } from '@aptp/eval';
+import {
+  SWAP_ATTRIBUTES,
+  SWAP_TIMESTEPS,
+  TEACHER_GUIDANCE,
+  TEACHER_SAMPLE_SEED,
+  captionReliance,
+  formatGuidanceSweep,
+  formatPromptSwap,
+  formatReliance,
+  guidanceSweep,
+  loadTeacherParts,
+  promptSwap,
+  teacherSampleSheet,
+  type PromptSwapRow,
+  type SwapAttribute,
+} from '../stages/teacherCheck';
 import { EVALUATOR_ASSET_DIR } from './evaluator';
 
 const num = () => z.coerce.number();
@@ -21,7 +37,10 @@ export const teacherCheckSchema = z.strictObject({
   sweepPrompts: num().pipe(z.number().int().min(2)).default(128).describe('prompts of the --guidance-sweep'),
   sweepFirstRow: num().pipe(z.number().int().min(0)).default(128).describe('first validation row of the sweep (the demo evaluates rows 0–127)'),
   sweepSteps: num().pipe(z.number().int().min(1)).default(20).describe('DDIM steps of the sweep samples (the demo’s)'),
-  evaluator: z.string().default(EVALUATOR_ASSET_DIR).describe('synthetic-world evaluator folder (for --guidance-sweep)'),
+  promptSwap: z.string().optional().describe(`comma-separated words to exchange in shape prompts (${SWAP_ATTRIBUTES.join(', ')}): does x̂0 follow the word? (read by the evaluator)`),
+  swapSamples: num().pipe(z.number().int().min(1)).default(64).describe('shape-category validation prompts of --prompt-swap'),
+  swapTimesteps: z.string().default(SWAP_TIMESTEPS.join(',')).describe('comma-separated timesteps of --prompt-swap'),
+  evaluator: z.string().default(EVALUATOR_ASSET_DIR).describe('synthetic-world evaluator folder (for --guidance-sweep and --prompt-swap)'),
   json: z.string().optional().describe('write the numbers to this JSON file'),
   backend: z.string().optional().describe('tensor backend: wasm | cpu | tfjs-node (env APTP_BACKEND)'),
 });
@@ -36,6 +55,12 @@ export const teacherCheckCommand: Command<typeof teacherCheckSchema> = {
   schema: teacherCheckSchema,
   async run(args, ctx) {
     const timesteps = args.timesteps.split(',').map((s) => Number(s.trim()));
+    const swapTimesteps = args.swapTimesteps.split(',').map((s) => Number(s.trim()));
+    const swaps = args.promptSwap?.split(',').map((s) => s.trim());
+    const unknownSwap = swaps?.find((a) => !SWAP_ATTRIBUTES.includes(a as SwapAttribute));
+    if (unknownSwap !== undefined) {
+      throw new ConfigError('unknown --prompt-swap word', { field: '--prompt-swap', expected: SWAP_ATTRIBUTES.join(' | '), found: unknownSwap });
+    }
     const guidances = args.guidanceSweep?.split(',').map((s) => Number(s.trim()));
     if (guidances?.some((g) => !Number.isFinite(g) || g < 0)) {
       throw new ConfigError('guidance scales must be non-negative numbers', { field: '--guidance-sweep', expected: 'e.g. 1,2,3,4.5,7.5', found: args.guidanceSweep });
@@ -44,21 +69,34 @@ export const teacherCheckCommand: Command<typeof teacherCheckSchema> = {
     ctx.err.write(`${describeBackend(choice)}\n`);
     const parts = await loadTeacherParts(args.teacher);
     const T = parts.scheduler.config.numTrainTimesteps;
-    if (timesteps.some((t) => !Number.isInteger(t) || t < 0 || t >= T)) {
-      parts.unet.dispose();
-      throw new ConfigError('timesteps must be integers in [0, T)', { field: '--timesteps', expected: `0 … ${T - 1}`, found: args.timesteps });
+    for (const [field, list, raw] of [['--timesteps', timesteps, args.timesteps], ['--swap-timesteps', swapTimesteps, args.swapTimesteps]] as const) {
+      if (list.some((t) => !Number.isInteger(t) || t < 0 || t >= T)) {
+        parts.unet.dispose();
+        throw new ConfigError('timesteps must be integers in [0, T)', { field, expected: `0 … ${T - 1}`, found: raw });
+      }
     }
     const size = parts.unet.config.sampleSize;
     // the world the teacher was trained on (its provenance.json), at the teacher's size, with this seed
     const world = new SyntheticWorld({ ...trainingWorld(args.teacher), seed: args.seed, imageSize: typeof size === 'number' ? size : 32 });
     let rows;
+    const swapRows: PromptSwapRow[] = [];
     try {
       rows = captionReliance(parts, world, { samples: args.samples, timesteps, seed: args.seed });
+      ctx.out.write(`caption reliance of ${args.teacher} (${args.samples} validation images; mean squared error of the prediction)\n`);
+      ctx.out.write(formatReliance(rows));
+      if (swaps) {
+        const classifier = SyntheticAttributeClassifier.load(args.evaluator);
+        try {
+          for (const a of swaps) swapRows.push(...(await promptSwap(parts, world, classifier, a as SwapAttribute, { samples: args.swapSamples, timesteps: swapTimesteps, seed: args.seed })));
+        } finally {
+          classifier.dispose();
+        }
+        ctx.out.write(`prompt swap: x̂0 of ${args.swapSamples} noised shape-prompt renders, true vs one word exchanged, read by ${args.evaluator}\n`);
+        ctx.out.write(formatPromptSwap(swapRows));
+      }
     } finally {
       parts.unet.dispose();
     }
-    ctx.out.write(`caption reliance of ${args.teacher} (${args.samples} validation images; mean squared error of the prediction)\n`);
-    ctx.out.write(formatReliance(rows));
     let prompts: string[] | undefined;
     if (args.grid) {
       const bar = new ProgressBar(ctx.err);
@@ -74,7 +112,7 @@ export const teacherCheckCommand: Command<typeof teacherCheckSchema> = {
       ctx.out.write(formatGuidanceSweep(sweep.rows));
     }
     if (args.json) {
-      writeJsonAtomic(args.json, { teacher: args.teacher, samples: args.samples, seed: args.seed, captionReliance: rows, grid: args.grid ?? null, gridPrompts: prompts ?? null, guidanceSweep: sweep ?? null });
+      writeJsonAtomic(args.json, { teacher: args.teacher, samples: args.samples, seed: args.seed, captionReliance: rows, promptSwap: swaps ? swapRows : null, grid: args.grid ?? null, gridPrompts: prompts ?? null, guidanceSweep: sweep ?? null });
     }
     return 0;
   },

@@ -24,8 +24,8 @@ describeBackends('data-parallel teacher gradients', (backend) => {
   let keys: string[];
   let shapes: Record<string, number[]>;
   const scheduler = new DDPMScheduler({ predictionType: 'sample', betaSchedule: 'squaredcos_cap_v2' });
-  const model = () => ({ unet: main.unet, scheduler, snrGamma: 5, params: main.params });
-  const init = (): ReplicaInit => ({ backend, unet: TINY_TEACHER_UNET, scheduler: { ...scheduler.config }, snrGamma: 5, keys });
+  const model = () => ({ unet: main.unet, scheduler, snrGamma: 5, x0WeightedAs: 'epsilon' as const, params: main.params });
+  const init = (): ReplicaInit => ({ backend, unet: TINY_TEACHER_UNET, scheduler: { ...scheduler.config }, snrGamma: 5, x0WeightedAs: 'epsilon', keys });
 
   beforeAll(() => {
     main = createTrainableUNet(cfg, initUNetWeights(cfg, 3), 'main'); // conv_out not zeroed: every weight has a gradient

@@ -13,8 +13,8 @@ export interface DataParallel {
 }
 
 /** The replica description of a step context's model (what `GradientWorkerPool.start` sends to each thread). */
-export function replicaInit(ctx: Pick<TeacherStepContext, 'params' | 'scheduler' | 'snrGamma'>, unet: Record<string, unknown>, backend: string): ReplicaInit {
-  return { backend, unet, scheduler: { ...ctx.scheduler.config }, snrGamma: ctx.snrGamma, keys: parameterKeys(ctx.params) };
+export function replicaInit(ctx: Pick<TeacherStepContext, 'params' | 'scheduler' | 'snrGamma' | 'x0WeightedAs'>, unet: Record<string, unknown>, backend: string): ReplicaInit {
+  return { backend, unet, scheduler: { ...ctx.scheduler.config }, snrGamma: ctx.snrGamma, x0WeightedAs: ctx.x0WeightedAs, keys: parameterKeys(ctx.params) };
 }
 
 export function dataParallelLayout(pool: GradientWorkerPool, params: Record<string, tf.Variable>): DataParallel {

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { DDPMScheduler, ShapeError, type SchedulerConfig } from '@aptp/core';
+import type { X0Weighting } from '@aptp/losses';
 import { parseUNetConfig, type UNet2DConditionModel } from '@aptp/unet-gating';
 import { namedGrads } from '../optim/adamW';
 import { teacherLoss } from '../steps/teacherStep';
@@ -15,6 +16,7 @@ export interface ReplicaInit {
   /** The training noise schedule. */
   scheduler: Partial<SchedulerConfig>;
   snrGamma: number | null;
+  x0WeightedAs: X0Weighting;
   /** The parameter keys of the main thread's model, in flat-buffer order (checked against the replica's). */
   keys: string[];
 }
@@ -23,6 +25,7 @@ interface LossModel {
   unet: UNet2DConditionModel<tf.Tensor>;
   scheduler: DDPMScheduler;
   snrGamma: number | null;
+  x0WeightedAs: X0Weighting;
   params: Record<string, tf.Variable>;
 }
 
@@ -58,7 +61,7 @@ export class TeacherGradientReplica {
       this.trainable.dispose();
       throw new ShapeError('the replica UNet has other parameters than the main model', { field: 'keys', expected: init.keys.length, found: this.keys.length });
     }
-    this.model = { unet: this.trainable.unet, scheduler: new DDPMScheduler(init.scheduler), snrGamma: init.snrGamma, params: this.trainable.params };
+    this.model = { unet: this.trainable.unet, scheduler: new DDPMScheduler(init.scheduler), snrGamma: init.snrGamma, x0WeightedAs: init.x0WeightedAs, params: this.trainable.params };
   }
 
   /** Sets the weights (flat, in key order) and computes the shard's loss and gradient. */

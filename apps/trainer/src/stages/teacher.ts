@@ -157,6 +157,7 @@ export const teacherSchema = z.strictObject({
   emaDecay: num().pipe(z.number().min(0).lt(1)).default(0.995).describe('EMA of the weights (exported); 0 = off'),
   captionDropout: num().pipe(z.number().min(0).max(1)).default(0.1).describe('share of empty captions (classifier-free guidance)'),
   snrGamma: num().pipe(z.number().positive()).nullable().default(5).describe('min-SNR-γ weighting (APTP.md §5.1); null = plain MSE'),
+  x0Weighting: z.enum(['epsilon', 'v_prediction']).default('epsilon').describe('x₀ models: weight the x₀ error like the min-SNR loss of an ε model (min(SNR, γ)) or of a v model (min(SNR + 1, γ))'),
   saveEvery: num().pipe(z.number().int().min(0)).default(100).describe('checkpoint every N steps'),
   checkSamples: num().pipe(z.number().int().min(0)).default(32).describe('validation images of the caption-reliance check written to provenance.json (0 = skip)'),
   backend: z.string().optional().describe('tensor backend: wasm | cpu | tfjs-node (env APTP_BACKEND)'),
@@ -287,7 +288,7 @@ export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRun
   if (ema) for (const [k, v] of Object.entries(ema)) saved[`ema/${k}`] = v;
   const target = variableTarget(saved, data ? { optimizer, hostState: data.hostState, restoreHostState: data.restoreHostState } : { optimizer });
   const batchOptions = { seed: args.seed, batchSize: args.batchSize, captionDropout: args.captionDropout, numTrainTimesteps: args.scheduler.numTrainTimesteps };
-  const stepCtx = { unet: trainable.unet, params, ema, emaDecay: args.emaDecay, optimizer, scheduler: model.scheduler, conditioner: model.conditioner, snrGamma: args.snrGamma };
+  const stepCtx = { unet: trainable.unet, params, ema, emaDecay: args.emaDecay, optimizer, scheduler: model.scheduler, conditioner: model.conditioner, snrGamma: args.snrGamma, x0WeightedAs: args.x0Weighting };
   const levels = 2 ** (model.unetConfig.blockOutChannels.length - 1);
   let dp: DataParallel | null = null; // started in the try below (closed in its finally)
   /** Steps 3–5 on a built batch, on this thread or split across the worker threads; the batch is disposed. */

@@ -4,13 +4,15 @@ import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { DDPMScheduler, runProgram } from '@aptp/core';
 import { useBackend } from '@aptp/core/testing';
-import { SyntheticWorld } from '@aptp/datasets';
+import * as tf from '@tensorflow/tfjs-core';
+import { SyntheticWorld, renderScene, type SyntheticAttributes } from '@aptp/datasets';
 import { HashedTextConditioner, createEagerUNet, hostSource, parseUNetConfig } from '@aptp/unet-gating';
 import { SyntheticAttributeClassifier, promptAdherence } from '@aptp/eval';
 import { trainerProgram } from '../program';
 import { TINY_TEACHER_UNET } from '../steps/__fixtures__/tinyTeacher';
 import { initUNetWeights } from '../steps/trainableUNet';
-import { captionReliance } from './teacherCheck';
+import { rgbImagesToNchw } from '../steps/teacherStep';
+import { captionReliance, promptSwap, promptSwapCases, type TeacherParts } from './teacherCheck';
 
 const EVALUATOR = path.resolve(__dirname, '../../assets/evaluator');
 
@@ -63,6 +65,82 @@ describe('captionReliance', () => {
   });
 });
 
+describe('promptSwap', () => {
+  beforeAll(async () => {
+    await useBackend('wasm');
+  });
+
+  it('swaps exactly one attribute: another shape, or another colour that is not the background', () => {
+    for (const attribute of ['shape', 'color'] as const) {
+      const cases = promptSwapCases(world, attribute, 30, 4);
+      expect(cases).toHaveLength(30);
+      for (const c of cases) {
+        expect(c.attributes.category).toBe('shape');
+        expect(c.swappedValue).not.toBe(c.value);
+        expect(c.swappedCaption).not.toBe(c.caption);
+        const changed = structuredClone(c.attributes);
+        if (attribute === 'shape') changed.objects[0]!.kind = c.swappedAttributes.objects[0]!.kind;
+        else changed.objects[0]!.color = c.swappedAttributes.objects[0]!.color;
+        expect(c.swappedAttributes).toEqual(changed);
+        if (attribute === 'color') expect(c.swappedValue).not.toBe(c.attributes.background.color);
+      }
+      expect(new Set(cases.map((c) => c.swappedValue)).size).toBeGreaterThan(3); // spread over the other values
+    }
+  });
+
+  /**
+   * Two oracle "teachers": one ignores the text and returns the clean render behind x_t; one draws the scene its
+   * prompt describes (whatever x_t shows). The check must tell them apart, and through an ε-prediction too.
+   */
+  it('reads an oracle that follows the word as following it and one that ignores it as ignoring it', async () => {
+    const n = 24;
+    const cases = promptSwapCases(world, 'shape', n, 0);
+    const byCaption = new Map<string, SyntheticAttributes>();
+    for (const c of cases) {
+      byCaption.set(c.caption, c.attributes);
+      byCaption.set(c.swappedCaption, c.swappedAttributes);
+    }
+    const clean = rgbImagesToNchw(cases.map((c) => c.image));
+    let prompts: readonly string[] = [];
+    const conditioner = { encodeSync: (p: readonly string[]) => ((prompts = p), tf.zeros([p.length, 2, 2]) as tf.Tensor3D) } as unknown as HashedTextConditioner;
+    const oracle = (follow: boolean, predictionType: 'sample' | 'epsilon'): TeacherParts => {
+      const sched = new DDPMScheduler({ betaSchedule: 'squaredcos_cap_v2', predictionType });
+      const forward = ({ sample, timestep }: { sample: tf.Tensor; timestep: tf.Tensor1D }) => {
+        const x0 = follow ? tf.tensor4d(rgbImagesToNchw(prompts.map((p) => renderScene(byCaption.get(p)!))).pixels, clean.shape) : tf.tensor4d(clean.pixels, clean.shape);
+        if (predictionType === 'sample') return { sample: x0 };
+        const a = sched.alphasCumprod[timestep.dataSync()[0]!]!;
+        return { sample: tf.div(tf.sub(sample, tf.mul(x0, Math.sqrt(a))), Math.sqrt(1 - a)) };
+      };
+      return { unet: { forward } as unknown as TeacherParts['unet'], conditioner, scheduler: sched };
+    };
+    const classifier = SyntheticAttributeClassifier.load(EVALUATOR);
+    try {
+      const read = async (attrs: SyntheticAttributes[]) => (await classifier.predict(attrs.map(renderScene))).predictions.map((p) => p.labels.shape);
+      const realReads = await read(cases.map((c) => c.attributes));
+      const realAsTrue = realReads.filter((l, k) => l === cases[k]!.value).length / n;
+      const realAsSwapped = realReads.filter((l, k) => l === cases[k]!.swappedValue).length / n;
+      const swappedAsSwapped = (await read(cases.map((c) => c.swappedAttributes))).filter((l, k) => l === cases[k]!.swappedValue).length / n;
+      expect(realAsTrue).toBeGreaterThan(0.6);
+
+      const ignoring = await promptSwap(oracle(false, 'sample'), world, classifier, 'shape', { samples: n, timesteps: [300, 900] });
+      expect(ignoring.map((r) => r.t)).toEqual([300, 900]);
+      for (const r of ignoring) expect(r).toEqual({ attribute: 'shape', t: r.t, samples: n, trueAsTrue: realAsTrue, swappedAsSwapped: realAsSwapped, swappedAsTrue: realAsTrue, realAsTrue });
+
+      for (const type of ['sample', 'epsilon'] as const) {
+        const following = await promptSwap(oracle(true, type), world, classifier, 'shape', { samples: n, timesteps: [300, 900] });
+        for (const r of following) {
+          // the ε form goes through x̂0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ: equal up to a rounding of an 8-bit level
+          expect(Math.abs(r.swappedAsSwapped - swappedAsSwapped)).toBeLessThanOrEqual(type === 'sample' ? 0 : 2 / n);
+          expect(Math.abs(r.trueAsTrue - realAsTrue)).toBeLessThanOrEqual(type === 'sample' ? 0 : 2 / n);
+          expect(r.swappedAsSwapped).toBeGreaterThan(0.6);
+        }
+      }
+    } finally {
+      classifier.dispose();
+    }
+  });
+});
+
 describe('aptp-trainer teacher-check', () => {
   const sink = () => {
     let buf = '';
@@ -81,7 +159,7 @@ describe('aptp-trainer teacher-check', () => {
   afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
   it('--help, a bad timestep named, and the table + JSON of a trained tiny teacher', async () => {
-    expect((await cli(['teacher-check', '--help'])).out).toContain('--timesteps');
+    expect((await cli(['teacher-check', '--help'])).out).toContain('--prompt-swap');
     const cfg = path.join(root, 'tiny.json');
     fs.writeFileSync(cfg, JSON.stringify({ seed: 1, batchSize: 2, saveEvery: 0, checkSamples: 0, backend: 'wasm', unet: TINY_TEACHER_UNET, conditioning: { sequenceLength: 8 }, dataset: { imageSize: 16 } }));
     const teacher = path.join(root, 'teacher');
@@ -96,6 +174,18 @@ describe('aptp-trainer teacher-check', () => {
     expect(ok.out).toMatch(/\n +10 +\d\.\d{4} +\d\.\d{4} +\d\.\d{4} +-?\d+\.\d %\n +990 /);
     const saved = JSON.parse(fs.readFileSync(json, 'utf8'));
     expect(saved.captionReliance.map((r: { t: number }) => r.t)).toEqual([10, 990]);
+
+    // --prompt-swap: one row per word and timestep; an unknown word is named
+    const badSwap = await cli(['teacher-check', '--teacher', teacher, '--samples', '2', '--prompt-swap', 'shape,size', '--backend', 'wasm']);
+    expect(badSwap.code).toBe(2);
+    expect(badSwap.err).toMatch(/--prompt-swap[\s\S]*size/);
+    const swapJson = path.join(root, 'swap.json');
+    const swap = await cli(['teacher-check', '--teacher', teacher, '--samples', '2', '--prompt-swap', 'shape,color', '--swap-samples', '5', '--swap-timesteps', '100,700', '--evaluator', EVALUATOR, '--json', swapJson, '--backend', 'wasm']);
+    expect(swap.err).not.toMatch(/Error/);
+    expect(swap.code).toBe(0);
+    expect(swap.out).toMatch(/\nshape +100 +\d+\.\d % +\d+\.\d % +\d+\.\d % +\d+\.\d %\n/);
+    const swapRows = JSON.parse(fs.readFileSync(swapJson, 'utf8')).promptSwap as { attribute: string; t: number; samples: number }[];
+    expect(swapRows.map((r) => `${r.attribute}@${r.t}/${r.samples}`)).toEqual(['shape@100/5', 'shape@700/5', 'color@100/5', 'color@700/5']);
 
     // --guidance-sweep: the evaluator reads held-out renders and the teacher's samples at each scale
     const badSweep = await cli(['teacher-check', '--teacher', teacher, '--samples', '2', '--guidance-sweep', '1,x', '--backend', 'wasm']);

@@ -1,9 +1,9 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { Rng, loadNoiseSchedule, type DDPMScheduler, type ProgressCallback } from '@aptp/core';
-import { SyntheticWorld, writeContactSheet, type ContactSheetTile, type RgbImage, type SyntheticSplit } from '@aptp/datasets';
+import { COLOR_NAMES, SHAPES, SyntheticWorld, captionFor, writeContactSheet, type ContactSheetTile, type RgbImage, type SyntheticAttributes, type SyntheticSplit } from '@aptp/datasets';
 import { SyntheticAttributeClassifier, promptAdherence, syntheticFeatureDistances, type AdherenceAttribute, type Ratio } from '@aptp/eval';
-import { HashedTextConditioner, loadTextToImage, loadUNet, type UNet2DConditionModel } from '@aptp/unet-gating';
+import { HashedTextConditioner, loadTextToImage, loadUNet, toRgb8, type UNet2DConditionModel } from '@aptp/unet-gating';
 import { rgbImagesToNchw } from '../steps/teacherStep';
 
 /**
@@ -81,6 +81,136 @@ export function captionReliance(model: TeacherParts, world: SyntheticWorld, opti
     rows.push({ ...r, relativeGap: (r.wrong - r.true) / r.wrong });
   }
   return rows;
+}
+
+/** A word the {@link promptSwap} check exchanges: the object's shape or its colour. */
+export type SwapAttribute = 'shape' | 'color';
+export const SWAP_ATTRIBUTES: readonly SwapAttribute[] = ['shape', 'color'];
+
+export interface PromptSwapRow {
+  attribute: SwapAttribute;
+  t: number;
+  /** Shape-category prompts read. */
+  samples: number;
+  /** Share of x̂₀(true caption) the evaluator reads as the true value. */
+  trueAsTrue: number;
+  /** Share of x̂₀(swapped caption) read as the swapped-in value (a teacher that follows the word: high). */
+  swappedAsSwapped: number;
+  /** Share of x̂₀(swapped caption) read as the true value (a teacher that ignores the word: ≈ trueAsTrue). */
+  swappedAsTrue: number;
+  /** Share of the real renders read as the true value (the evaluator's ceiling). */
+  realAsTrue: number;
+}
+
+export interface PromptSwapOptions {
+  /** Shape-category validation prompts (the first n; default 64). */
+  samples?: number;
+  timesteps?: number[];
+  seed?: number;
+}
+
+export const SWAP_TIMESTEPS = [200, 400, 600, 800];
+
+/** One prompt of the {@link promptSwap} check: a shape-category validation render, its caption, and the same with one word exchanged. */
+export interface PromptSwapCase {
+  row: number;
+  image: RgbImage;
+  attributes: SyntheticAttributes;
+  /** The true value of the exchanged attribute and the value swapped in. */
+  value: string;
+  swappedValue: string;
+  swappedAttributes: SyntheticAttributes;
+  /** Both captions come from the same template and synonyms (`Rng.forKey(seed, 'prompt-swap', row)`). */
+  caption: string;
+  swappedCaption: string;
+}
+
+/**
+ * The first n shape-category validation prompts with one word exchanged: the object's shape → another shape, or
+ * its colour → another colour that is not the background's (case k takes the k-th other value, cyclically).
+ */
+export function promptSwapCases(world: SyntheticWorld, attribute: SwapAttribute, n: number, seed = 0): PromptSwapCase[] {
+  const cases: PromptSwapCase[] = [];
+  for (let row = 0; cases.length < n && row < 100 * n; row++) {
+    if (world.prompt('validation', row).attributes.category !== 'shape') continue;
+    const { image, attributes } = world.sample('validation', row);
+    const swappedAttributes = structuredClone(attributes);
+    const o = attributes.objects[0]!;
+    const so = swappedAttributes.objects[0]!;
+    const k = cases.length;
+    if (attribute === 'shape') {
+      const others = SHAPES.filter((x) => x !== o.kind);
+      so.kind = others[k % others.length]!;
+    } else {
+      const others = COLOR_NAMES.filter((c) => c !== o.color && c !== attributes.background.color);
+      so.color = others[k % others.length]!;
+    }
+    const caption = (a: SyntheticAttributes) => captionFor(a, Rng.forKey(seed, 'prompt-swap', row)).caption;
+    const value = attribute === 'shape' ? o.kind : o.color;
+    const swappedValue = attribute === 'shape' ? so.kind : so.color;
+    cases.push({ row, image, attributes, value, swappedValue, swappedAttributes, caption: caption(attributes), swappedCaption: caption(swappedAttributes) });
+  }
+  return cases;
+}
+
+/**
+ * Does the teacher follow one word of the prompt? On shape-category validation prompts (one object), each real
+ * render is noised to x_t and the teacher predicts x̂₀ twice: with its caption and with the same caption (same
+ * template and synonyms) whose shape (or colour) word names another value ({@link promptSwapCases}). The evaluator
+ * reads x̂₀: a teacher that uses the word draws the swapped value from the swapped caption (`swappedAsSwapped`
+ * high); one that ignores it draws what x_t shows either way (`swappedAsTrue` ≈ `trueAsTrue`, `swappedAsSwapped`
+ * near chance). What x_t still shows (a colour, more than a 2–4 px outline) competes with the word, more at small t.
+ */
+export async function promptSwap(model: TeacherParts, world: SyntheticWorld, classifier: SyntheticAttributeClassifier, attribute: SwapAttribute, options: PromptSwapOptions = {}): Promise<PromptSwapRow[]> {
+  const seed = options.seed ?? 0;
+  const cases = promptSwapCases(world, attribute, options.samples ?? 64, seed);
+  const n = cases.length;
+  const share = (labels: string[], values: readonly string[]) => labels.filter((l, k) => l === values[k]).length / n;
+  const read = async (images: RgbImage[]) => (await classifier.predict(images)).predictions.map((p) => p.labels[attribute]);
+  const truth = cases.map((c) => c.value);
+  const realAsTrue = share(await read(cases.map((c) => c.image)), truth);
+  const { pixels, shape } = rgbImagesToNchw(cases.map((c) => c.image));
+  const size = pixels.length / n;
+  const noise = new Float32Array(pixels.length);
+  cases.forEach((c, b) => noise.set(Rng.forKey(seed, 'prompt-swap', 'noise', c.row).normal(size), b * size));
+  const rows: PromptSwapRow[] = [];
+  for (const t of options.timesteps ?? SWAP_TIMESTEPS) {
+    const ts = new Int32Array(n).fill(t);
+    const predict = async (prompts: string[]): Promise<RgbImage[]> => {
+      const x0 = tf.tidy(() => {
+        const noisy = model.scheduler.addNoise(tf.tensor4d(pixels, shape), tf.tensor4d(noise, shape), ts);
+        const out = model.unet.forward({ sample: noisy, timestep: tf.tensor1d(ts, 'int32'), encoderHiddenStates: model.conditioner.encodeSync(prompts), blockOutputs: false }).sample;
+        return originalSample(model.scheduler, out, noisy, t);
+      });
+      const data = (await x0.data()) as Float32Array;
+      x0.dispose();
+      return toRgb8({ data, dims: shape }).map((rgb) => ({ width: shape[3], height: shape[2], data: rgb }));
+    };
+    const fromTrue = await read(await predict(cases.map((c) => c.caption)));
+    const fromSwapped = await read(await predict(cases.map((c) => c.swappedCaption)));
+    rows.push({ attribute, t, samples: n, trueAsTrue: share(fromTrue, truth), swappedAsSwapped: share(fromSwapped, cases.map((c) => c.swappedValue)), swappedAsTrue: share(fromSwapped, truth), realAsTrue });
+  }
+  return rows;
+}
+
+/** x̂₀ implied by a prediction of the scheduler's type at one timestep t. */
+function originalSample(scheduler: DDPMScheduler, pred: tf.Tensor, noisy: tf.Tensor, t: number): tf.Tensor {
+  const a = scheduler.alphasCumprod[t]!;
+  switch (scheduler.config.predictionType) {
+    case 'sample':
+      return pred;
+    case 'epsilon':
+      return tf.div(tf.sub(noisy, tf.mul(pred, Math.sqrt(1 - a))), Math.sqrt(a));
+    default: // v_prediction
+      return tf.sub(tf.mul(noisy, Math.sqrt(a)), tf.mul(pred, Math.sqrt(1 - a)));
+  }
+}
+
+export function formatPromptSwap(rows: PromptSwapRow[]): string {
+  const lines = ['attribute      t   x̂0(true) read true   x̂0(swapped) read swapped   x̂0(swapped) read true   real renders'];
+  const pct = (x: number, w: number) => `${(100 * x).toFixed(1)} %`.padStart(w);
+  for (const r of rows) lines.push(`${r.attribute.padEnd(9)} ${String(r.t).padStart(6)}   ${pct(r.trueAsTrue, 18)}   ${pct(r.swappedAsSwapped, 24)}   ${pct(r.swappedAsTrue, 21)}   ${pct(r.realAsTrue, 12)}`);
+  return `${lines.join('\n')}\n`;
 }
 
 /** Loads a teacher folder's parts (unet/, conditioning/, the noise schedule of scheduler/). */

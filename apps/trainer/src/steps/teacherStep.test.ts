@@ -95,6 +95,7 @@ describeBackends('teacherStep', () => {
       scheduler: new DDPMScheduler({ betaSchedule: 'squaredcos_cap_v2', predictionType: 'v_prediction', clipSample: false }),
       conditioner: new HashedTextConditioner({ dim: 8, sequenceLength: 8 }),
       snrGamma: 5,
+      x0WeightedAs: 'epsilon' as const,
     };
     const dispose = () => {
       optimizer.dispose();

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { Rng, ShapeError, type DDPMScheduler } from '@aptp/core';
 import type { RgbImage, SyntheticWorld } from '@aptp/datasets';
-import { diffusionLoss, minSnrWeights, type PredictionType } from '@aptp/losses';
+import { diffusionLoss, minSnrWeights, type PredictionType, type X0Weighting } from '@aptp/losses';
 import type { HashedTextConditioner, UNet2DConditionModel } from '@aptp/unet-gating';
 import type { AdamW } from '../optim/adamW';
 import { namedGrads } from '../optim/adamW';
@@ -104,10 +104,12 @@ export interface TeacherStepContext {
   scheduler: DDPMScheduler;
   conditioner: HashedTextConditioner;
   snrGamma: number | null;
+  /** x₀ models: weight the x₀ error like the ε (min(SNR, γ)) or the v (min(SNR + 1, γ)) min-SNR loss. */
+  x0WeightedAs: X0Weighting;
 }
 
 /** The loss of a batch (steps 3–4), differentiable in the UNet's variables. */
-export function teacherLoss(ctx: Pick<TeacherStepContext, 'unet' | 'scheduler' | 'snrGamma'>, batch: TeacherBatch, context: tf.Tensor3D): tf.Scalar {
+export function teacherLoss(ctx: Pick<TeacherStepContext, 'unet' | 'scheduler' | 'snrGamma' | 'x0WeightedAs'>, batch: TeacherBatch, context: tf.Tensor3D): tf.Scalar {
   const { unet, scheduler } = ctx;
   return tf.tidy(() => {
     const t = tf.tensor1d(batch.timesteps, 'int32');
@@ -115,7 +117,7 @@ export function teacherLoss(ctx: Pick<TeacherStepContext, 'unet' | 'scheduler' |
     const target = scheduler.getTarget(batch.x0, batch.noise, batch.timesteps);
     const pred = unet.forward({ sample: noisy, timestep: t, encoderHiddenStates: context, blockOutputs: false }).sample;
     const type = scheduler.config.predictionType as PredictionType;
-    const weights = ctx.snrGamma === null ? undefined : minSnrWeights(scheduler.snrValues(batch.timesteps), ctx.snrGamma, type);
+    const weights = ctx.snrGamma === null ? undefined : minSnrWeights(scheduler.snrValues(batch.timesteps), ctx.snrGamma, type, ctx.x0WeightedAs);
     return diffusionLoss(pred, target, weights);
   });
 }
