@@ -204,6 +204,16 @@ describe('aptp-trainer teacher-check', () => {
       expect(r.fid).toBeGreaterThan(0);
       expect(r.adherence.total).toBe(6);
     }
+    // the default engine (auto: ONNX Runtime on an in-memory export) and the eager tfjs model sample the same images
+    // up to rounding
+    const tfjsJson = path.join(root, 'sweep-tfjs.json');
+    const eager = await cli(['teacher-check', '--teacher', teacher, ...args, '--engine', 'tfjs', '--evaluator', EVALUATOR, '--json', tfjsJson, '--backend', 'wasm']);
+    expect(eager.code).toBe(0);
+    const eagerSweep = JSON.parse(fs.readFileSync(tfjsJson, 'utf8')).guidanceSweep as { engine: string; rows: typeof rows };
+    expect(eagerSweep.engine).toBe('tfjs');
+    expect(JSON.parse(fs.readFileSync(sweepJson, 'utf8')).guidanceSweep.engine).toBe('auto');
+    eagerSweep.rows.forEach((r, i) => expect(Math.abs(r.fid - rows[i]!.fid)).toBeLessThanOrEqual(1e-3 * Math.max(1, rows[i]!.fid)));
+
     // the renders' row is the evaluator's own reading of validation rows 40–45 of the teacher's world
     const world = new SyntheticWorld({ imageSize: 16 });
     const renders = Array.from({ length: 6 }, (_, k) => world.sample('validation', 40 + k));

@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { Rng, loadNoiseSchedule, type DDPMScheduler, type ProgressCallback } from '@aptp/core';
 import { COLOR_NAMES, SHAPES, SyntheticWorld, captionFor, writeContactSheet, type ContactSheetTile, type RgbImage, type SyntheticAttributes, type SyntheticSplit } from '@aptp/datasets';
 import { SyntheticAttributeClassifier, promptAdherence, syntheticFeatureDistances, type AdherenceAttribute, type Ratio } from '@aptp/eval';
-import { HashedTextConditioner, loadTextToImage, loadUNet, toRgb8, type UNet2DConditionModel } from '@aptp/unet-gating';
+import { HashedTextConditioner, loadTextToImage, loadUNet, toRgb8, type UNet2DConditionModel, type UNetEngineKind } from '@aptp/unet-gating';
 import { rgbImagesToNchw } from '../steps/teacherStep';
 
 /**
@@ -245,6 +245,8 @@ export interface SampleSheetOptions {
   steps?: number;
   guidance?: number;
   seed?: number;
+  /** UNet engine (default auto: ONNX Runtime). */
+  engine?: UNetEngineKind;
   onProgress?: ProgressCallback;
 }
 
@@ -259,7 +261,7 @@ export async function teacherSampleSheet(dir: string, world: SyntheticWorld, out
   }
   const rows = categories.flatMap((c) => byCat.get(c)!);
   const samples = rows.map((i) => world.sample('validation', i));
-  const pipe = await loadTeacherPipeline(dir);
+  const pipe = await loadTeacherPipeline(dir, options.engine);
   try {
     const images = await sampleCaptions(pipe, samples, { seed: options.seed ?? TEACHER_SAMPLE_SEED, steps: options.steps ?? 30, guidance: options.guidance ?? TEACHER_GUIDANCE, onProgress: options.onProgress });
     const tiles: ContactSheetTile[] = [];
@@ -278,9 +280,13 @@ export async function teacherSampleSheet(dir: string, world: SyntheticWorld, out
 
 type TeacherPipeline = Awaited<ReturnType<typeof loadTextToImage>>;
 
-/** A teacher folder as a text-to-image pipeline on tfjs (its HashedTextConditioner). */
-function loadTeacherPipeline(dir: string): Promise<TeacherPipeline> {
-  return loadTextToImage(dir, { conditioner: HashedTextConditioner.load(dir), engine: 'tfjs' });
+/**
+ * A teacher folder as a text-to-image pipeline (its HashedTextConditioner). The default `auto` engine samples with ONNX
+ * Runtime on an in-memory export (≈ 20× tfjs-wasm here; the session-5 sweep reads the same to the printed digits);
+ * `tfjs` runs the eager model.
+ */
+function loadTeacherPipeline(dir: string, engine: UNetEngineKind = 'auto'): Promise<TeacherPipeline> {
+  return loadTextToImage(dir, { conditioner: HashedTextConditioner.load(dir), engine });
 }
 
 /** Teacher samples (DDIM) of the captions of world samples, at their size; caption k with seed `seed + k`. */
@@ -316,6 +322,8 @@ export interface GuidanceSweepOptions {
   steps?: number;
   /** Sampling seed of prompt k: seed + k (default TEACHER_SAMPLE_SEED). */
   seed?: number;
+  /** UNet engine (default auto: ONNX Runtime). */
+  engine?: UNetEngineKind;
   onProgress?: ProgressCallback;
 }
 
@@ -331,7 +339,7 @@ export async function guidanceSweep(dir: string, world: SyntheticWorld, evaluato
   const samples = Array.from({ length: n }, (_, k) => world.sample('validation', first + k));
   const truth = samples.map((s) => s.attributes);
   const classifier = SyntheticAttributeClassifier.load(evaluatorDir);
-  const pipe = await loadTeacherPipeline(dir);
+  const pipe = await loadTeacherPipeline(dir, o.engine);
   try {
     const real = await classifier.predict(samples.map((s) => s.image));
     const row = async (guidance: number | null, p: Awaited<ReturnType<typeof classifier.predict>>): Promise<GuidanceSweepRow> => {
