@@ -52,7 +52,7 @@ export const teacherCheckSchema = z.strictObject({
  */
 export const teacherCheckCommand: Command<typeof teacherCheckSchema> = {
   name: 'teacher-check',
-  summary: 'measure how much a teacher relies on its prompt (true vs empty vs wrong caption), draw samples, sweep the guidance scale',
+  summary: 'measure how much a teacher relies on its prompt (true vs empty vs wrong caption; one word swapped), draw samples, sweep the guidance scale',
   schema: teacherCheckSchema,
   async run(args, ctx) {
     const timesteps = args.timesteps.split(',').map((s) => Number(s.trim()));
