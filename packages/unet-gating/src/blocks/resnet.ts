@@ -23,7 +23,6 @@ export class ResnetBlock2D<T> {
     readonly norm1: { weight: T; bias: T },
     readonly conv1: LoadedParam<T>,
     readonly timeEmbProj: LoadedParam<T>,
-    private readonly scaleShift: boolean,
     readonly norm2: { weight: T; bias: T },
     readonly conv2: LoadedParam<T>,
     readonly convShortcut: LoadedParam<T> | null,
@@ -42,12 +41,11 @@ export class ResnetBlock2D<T> {
       throw new ShapeError('pruned ResNet width must be whole GroupNorm groups', { code: 'E_SHAPE', file: p.file, field: p.key('conv1.weight'), expected: `a multiple of ${cpg} up to ${cout} output channels`, found: inner });
     }
     const k = conv1.shape[2]!;
-    const scaleShift = spec.timeScaleShift;
-    const timeEmbProj = p.linear('time_emb_proj', [scaleShift ? 2 * inner : inner, cfg.timeEmbedDim]); // rows [scale; shift]
+    const timeEmbProj = p.linear('time_emb_proj', [spec.timeScaleShift ? 2 * inner : inner, cfg.timeEmbedDim]); // scale_shift: rows [scale; shift]
     const norm2 = p.norm('norm2', inner);
     const conv2 = p.conv('conv2', [cout, inner, k, k]);
     const convShortcut = cin !== cout ? p.conv('conv_shortcut', [cout, cin, 1, 1]) : null;
-    return new ResnetBlock2D(spec, cfg.normEps, cfg.normNumGroups, inner / cpg, cpg, norm1, conv1, timeEmbProj, scaleShift, norm2, conv2, convShortcut);
+    return new ResnetBlock2D(spec, cfg.normEps, cfg.normNumGroups, inner / cpg, cpg, norm1, conv1, timeEmbProj, norm2, conv2, convShortcut);
   }
 
   forward(ctx: ForwardContext<T>, x: T): T {
@@ -61,11 +59,12 @@ export class ResnetBlock2D<T> {
     capture?.(`${name}.conv1`, h, 'map');
     const t = o.linear(ctx.tembAct, this.timeEmbProj.weight, this.timeEmbProj.bias); // [B, inner] ([B, 2·inner] scale_shift)
     capture?.(`${name}.time_emb_proj`, t, 'vector');
-    if (!this.scaleShift) h = o.addChannels(h, t);
+    const scaleShift = this.spec.timeScaleShift;
+    if (!scaleShift) h = o.addChannels(h, t);
     if (ctx.placement === 'reference') h = gateChannelGroups(o, h, gate, this.channelsPerGroup);
     let n2 = o.groupNorm(h, this.norm2.weight, this.norm2.bias, this.norm2Groups, this.eps);
     capture?.(`${name}.norm2`, n2, 'map');
-    if (this.scaleShift) {
+    if (scaleShift) {
       const inner = this.norm2Groups * this.channelsPerGroup;
       // n2·(1 + scale) + shift
       n2 = o.addChannels(o.add(n2, o.scaleChannels(n2, o.sliceChannels(t, 0, inner))), o.sliceChannels(t, inner, inner));
