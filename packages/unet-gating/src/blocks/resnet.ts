@@ -11,7 +11,9 @@ import { gateChannelGroups } from '../gates/apply';
  * `"scale_shift"` (ADM's AdaGN): time_emb_proj has 2·C outputs, `[scale, shift] = chunk(time_emb_proj(silu(temb)), 2)`,
  *   `h = conv1(silu(norm1(x)))`, `h = conv2(silu(norm2(h)·(1 + scale) + shift))`.
  * The inner width (conv1 out / norm2 / conv2 in) is read from the weights, so a pruned expert (fewer channel groups,
- * norm2 with fewer groups of the same size) runs this same code. APTP width gate: `gates/apply.ts`.
+ * norm2 with fewer groups of the same size) runs this same code. APTP width gate: `gates/apply.ts`; 'reference'
+ * placement gates before norm2 (norm2's bias, and with scale_shift the shift, still reach a gated channel), so only
+ * 'consistent' placement (after the SiLU) equals the pruned expert.
  */
 export class ResnetBlock2D<T> {
   private constructor(
