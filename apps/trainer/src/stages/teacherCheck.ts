@@ -180,7 +180,7 @@ export async function promptSwap(model: TeacherParts, world: SyntheticWorld, cla
       const x0 = tf.tidy(() => {
         const noisy = model.scheduler.addNoise(tf.tensor4d(pixels, shape), tf.tensor4d(noise, shape), ts);
         const out = model.unet.forward({ sample: noisy, timestep: tf.tensor1d(ts, 'int32'), encoderHiddenStates: model.conditioner.encodeSync(prompts), blockOutputs: false }).sample;
-        return originalSample(model.scheduler, out, noisy, t);
+        return model.scheduler.predictOriginalSample(out, noisy, ts);
       });
       const data = (await x0.data()) as Float32Array;
       x0.dispose();
@@ -191,19 +191,6 @@ export async function promptSwap(model: TeacherParts, world: SyntheticWorld, cla
     rows.push({ attribute, t, samples: n, trueAsTrue: share(fromTrue, truth), swappedAsSwapped: share(fromSwapped, cases.map((c) => c.swappedValue)), swappedAsTrue: share(fromSwapped, truth), realAsTrue });
   }
   return rows;
-}
-
-/** x̂₀ implied by a prediction of the scheduler's type at one timestep t. */
-function originalSample(scheduler: DDPMScheduler, pred: tf.Tensor, noisy: tf.Tensor, t: number): tf.Tensor {
-  const a = scheduler.alphasCumprod[t]!;
-  switch (scheduler.config.predictionType) {
-    case 'sample':
-      return pred;
-    case 'epsilon':
-      return tf.div(tf.sub(noisy, tf.mul(pred, Math.sqrt(1 - a))), Math.sqrt(a));
-    default: // v_prediction
-      return tf.sub(tf.mul(noisy, Math.sqrt(a)), tf.mul(pred, Math.sqrt(1 - a)));
-  }
 }
 
 export function formatPromptSwap(rows: PromptSwapRow[]): string {

@@ -56,6 +56,20 @@ describeBackends('DDPMScheduler training helpers', () => {
     });
   });
 
+  it('predictOriginalSample inverts getTarget at x_t for every prediction_type, per batch item', () => {
+    for (const predictionType of ['epsilon', 'v_prediction', 'sample'] as const) {
+      const sch = new DDPMScheduler({ ...SD21, predictionType });
+      tf.tidy(() => {
+        const xt = sch.addNoise(x0, eps, T);
+        const back = sch.predictOriginalSample(sch.getTarget(x0, eps, T), xt, T);
+        expectClose(back, x0, { name: `${predictionType}: x̂0 of the exact target`, rtol: 1e-4, atol: 1e-4 });
+        // a tensor of timesteps gives the same values
+        expectClose(sch.predictOriginalSample(sch.getTarget(x0, eps, T), xt, tf.tensor1d(T, 'int32')), back, { name: `${predictionType}: tensor timesteps`, atol: 0 });
+      });
+    }
+    tf.tidy(() => expect(() => s.predictOriginalSample(tf.zeros([4, 2, 3, 2]), x0, T)).toThrow(/modelOutput/));
+  });
+
   it('is differentiable in the samples and the noise (finite differences)', () => {
     registerEagerGradients(); // tfjs-core registers no gradients by itself (see ops/eager/gradients.ts)
     const w = Rng.forKey(2, 'w').normalTensor([4, 2, 3, 3]);

@@ -85,6 +85,21 @@ export class DDPMScheduler {
     }
   }
 
+  /**
+   * x̂_0 implied by a model output of the config's `prediction_type` at x_t (the inverse of {@link getTarget}):
+   * `(x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t` (epsilon), `√ᾱ_t·x_t − √(1−ᾱ_t)·v̂` (v_prediction), the output itself (sample). Not
+   * clipped. Always a new tensor.
+   */
+  predictOriginalSample(modelOutput: tf.Tensor, sample: tf.Tensor, timesteps: TimestepsLike): tf.Tensor {
+    checkSameShape('predictOriginalSample', sample, modelOutput, 'modelOutput');
+    if (this.config.predictionType === 'sample') return modelOutput.clone();
+    return tf.tidy(() => {
+      const a = this.perSample(this.sqrtAlphasCumprod, timesteps, sample, 'predictOriginalSample');
+      const s = this.perSample(this.sqrtOneMinusAlphasCumprod, timesteps, sample, 'predictOriginalSample');
+      return this.config.predictionType === 'epsilon' ? tf.div(tf.sub(sample, tf.mul(s, modelOutput)), a) : tf.sub(tf.mul(a, sample), tf.mul(s, modelOutput));
+    });
+  }
+
   /** SNR_t = ᾱ_t/(1−ᾱ_t) = (√ᾱ_t / √(1−ᾱ_t))², float32, one value per timestep (diffusers `compute_snr`). */
   snrValues(timesteps: readonly number[] | Int32Array): Float32Array {
     const t = this.checkTimesteps(timesteps, null, 'snr');
