@@ -7,7 +7,7 @@ import { DDIMScheduler, readSchedulerConfigFile, runProgram } from '@aptp/core';
 import { HashedTextConditioner, loadUNet } from '@aptp/unet-gating';
 import { trainerProgram } from '../program';
 import { readMetrics } from '../runDir';
-import { DEFAULT_TEACHER_UNET, teacherSchema } from '../stages/teacher';
+import { checkWorld, DEFAULT_TEACHER_UNET, teacherSchema } from '../stages/teacher';
 import { TINY_TEACHER_UNET } from '../steps/__fixtures__/tinyTeacher';
 
 function sink(): { stream: Writable; text: () => string } {
@@ -79,7 +79,21 @@ describe('aptp-trainer teacher', () => {
     const rgb = await cli(['teacher', '--config', writeConfig('latent.json', { ...TINY, unet: { ...TINY_TEACHER_UNET, in_channels: 4, out_channels: 4 } }), '--out', out]);
     expect(rgb.code).toBe(2);
     expect(rgb.err).toContain('unet.in_channels/out_channels');
+    const badMix = await cli(['teacher', '--config', writeConfig('mix.json', { ...TINY, dataset: { imageSize: 16, sizeWeights: { small: 1, medium: 1, large: -1 } } }), '--out', out]);
+    expect(badMix.code).toBe(2);
+    expect(badMix.err).toMatch(/dataset.*sizeWeights.*large/);
     expect(fs.existsSync(out)).toBe(false);
+  });
+
+  it('the built-in world takes a training mix (category and size weights); absent, the config is unchanged', () => {
+    const mix = { categoryWeights: { shape: 0.5, count: 0.15, relation: 0.2, text: 0.15 }, sizeWeights: { small: 0.15, medium: 0.15, large: 0.7 } };
+    const defaults = teacherSchema.parse({}).dataset;
+    expect(Object.keys(defaults).sort()).toEqual(['backgroundWeights', 'imageSize', 'seed', 'validationFraction']);
+    expect(teacherSchema.parse({ dataset: { imageSize: 16, ...mix } }).dataset).toEqual({ ...defaults, ...mix });
+    // the caption-reliance check reads the default world's validation prompts whatever the training mix
+    const check = checkWorld(teacherSchema.parse({ dataset: { imageSize: 16, ...mix } }).dataset)!;
+    const plain = checkWorld(defaults)!;
+    for (let i = 0; i < 20; i++) expect(check.prompt('validation', i)).toEqual(plain.prompt('validation', i));
   });
 
   it('a 2-step run writes a loadable model folder (UNet, scheduler, conditioner, metrics, provenance)', async () => {

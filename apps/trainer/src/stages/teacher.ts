@@ -108,6 +108,9 @@ const syntheticWorldSchema = z.strictObject({
   imageSize: z.number().int().min(8).default(16).describe('image side in pixels'),
   validationFraction: z.number().gt(0).lt(1).default(0.1).describe('share of prompts held out (never trained on)'),
   backgroundWeights: syntheticConfigSchema.shape.backgroundWeights,
+  // training mix only (absent = the world's defaults, as the demo and the checks see it)
+  categoryWeights: syntheticConfigSchema.shape.categoryWeights.unwrap().optional().describe('relative frequency of each prompt category in training'),
+  sizeWeights: syntheticConfigSchema.shape.sizeWeights.unwrap().optional().describe('relative frequency of each shape size in training'),
 });
 type SyntheticWorldConfig = z.output<typeof syntheticWorldSchema> & { format?: undefined };
 
@@ -257,11 +260,15 @@ export interface TeacherRunResult {
   checkSkipped: string | null;
 }
 
-/** The synthetic world of the caption-reliance check: the training world, or that of a `format: synthetic` config. */
-function checkWorld(dataset: SyntheticWorldConfig | ResolvedDatasetConfig): SyntheticWorld | null {
-  // both are SyntheticWorld configs (the split and row count of a `format: synthetic` one do not change its prompts)
-  if (isSyntheticWorldConfig(dataset)) return new SyntheticWorld(dataset);
-  return dataset.format === 'synthetic' ? new SyntheticWorld(dataset) : null;
+/**
+ * The synthetic world of the caption-reliance check: the training world (built in, or a `format: synthetic` config)
+ * with the default category and size mix, so the check reads the prompts the demo evaluates whatever the training mix.
+ */
+export function checkWorld(dataset: SyntheticWorldConfig | ResolvedDatasetConfig): SyntheticWorld | null {
+  if (!isSyntheticWorldConfig(dataset) && dataset.format !== 'synthetic') return null;
+  // the split and row count of a `format: synthetic` config do not change its prompts
+  const { categoryWeights: _c, sizeWeights: _s, ...world } = dataset;
+  return new SyntheticWorld(world);
 }
 
 /** Trains (or continues) the teacher in `run` and writes the model folder. */
@@ -269,7 +276,7 @@ export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRun
   const { args, run } = options;
   const model = teacherModel(args);
   const dataset = args.dataset;
-  const world = isSyntheticWorldConfig(dataset) ? checkWorld(dataset)! : null; // trained on row by row
+  const world = isSyntheticWorldConfig(dataset) ? new SyntheticWorld(dataset) : null; // trained on row by row, with its training mix
   const data: TrainingData | null = world ? null : await openTrainingData(dataset, teacherLoader(args), { batchSize: args.batchSize });
   const init = initUNetWeights(model.unetConfig, args.seed, { zeroOut: true });
   const trainable = createTrainableUNet(model.unetConfig, init, 'teacher');

@@ -8,7 +8,7 @@ import { transformPreset } from '../image/transforms';
 import { CATEGORIES, COLOR_NAMES, type SyntheticAttributes } from './grammar';
 import { colorRgb, rgbDistance, variantRgb } from './render';
 import { centroid, closestShape, colorMask, components, pixel, readGlyph } from './sceneCheck';
-import { positionOf, splitOfPrompt, SyntheticWorld, type SyntheticSample } from './world';
+import { positionOf, SIZE_RADIUS, splitOfPrompt, SyntheticWorld, type SyntheticSample } from './world';
 
 const world = new SyntheticWorld({ seed: 7 });
 const samples: SyntheticSample[] = Array.from({ length: 600 }, (_, i) => world.sample('train', i));
@@ -95,6 +95,32 @@ describe('synthetic world: determinism and splits', () => {
     expect(mentioned.length).toBeGreaterThan(30);
     expect(new Set(mentioned)).toEqual(new Set(['checker']));
     expect(() => new SyntheticWorld({ backgroundWeights: { plain: 0, stripes: 0, checker: 0, gradient: 0, noise: 0 } })).toThrow(/backgroundWeights/);
+  });
+
+  it('shape size weights are configurable; equal weights give the default world', () => {
+    const def = new SyntheticWorld({ seed: 4 });
+    const equal = new SyntheticWorld({ seed: 4, sizeWeights: { small: 2, medium: 2, large: 2 } });
+    for (let i = 0; i < 200; i++) expect(equal.prompt('train', i)).toEqual(def.prompt('train', i));
+    const shapeSizes = (w: SyntheticWorld, n: number) =>
+      Array.from({ length: n }, (_, i) => w.prompt('train', i).attributes)
+        .filter((a) => a.category === 'shape')
+        .map((a) => a.objects[0]!.size);
+    const share = (sizes: string[], size: string) => sizes.filter((s) => s === size).length / sizes.length;
+    expect(share(shapeSizes(def, 3000), 'large')).toBeCloseTo(1 / 3, 1);
+    const heavy = shapeSizes(new SyntheticWorld({ seed: 4, sizeWeights: { small: 1, medium: 1, large: 2 } }), 3000);
+    expect(heavy.length).toBeGreaterThan(800);
+    expect(share(heavy, 'large')).toBeCloseTo(0.5, 1);
+    expect(share(heavy, 'small')).toBeCloseTo(0.25, 1);
+    expect(new Set(shapeSizes(new SyntheticWorld({ seed: 4, sizeWeights: { small: 0, medium: 0, large: 1 } }), 300))).toEqual(new Set(['large']));
+    // the rendered radius follows the size; other categories are not affected by the weights
+    const big = new SyntheticWorld({ seed: 4, sizeWeights: { small: 0, medium: 1, large: 0 }, categoryWeights: { shape: 1, count: 1, relation: 0, text: 0 } });
+    for (let i = 0; i < 40; i++) {
+      const a = big.prompt('train', i).attributes;
+      if (a.category === 'shape') expect([a.objects[0]!.size, a.objects[0]!.radius]).toEqual(['medium', SIZE_RADIUS.medium * 32]);
+      else expect(a.objects.every((o) => o.size === 'small')).toBe(true);
+    }
+    expect(() => new SyntheticWorld({ sizeWeights: { small: 0, medium: 0, large: 0 } })).toThrow(/sizeWeights/);
+    expect(() => new SyntheticWorld({ sizeWeights: { small: 1, medium: -1, large: 1 } })).toThrow(/sizeWeights/);
   });
 });
 

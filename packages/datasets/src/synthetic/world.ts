@@ -33,6 +33,7 @@ import { colorRgb, renderScene, rgbDistance, variantRgb } from './render';
  * caption belongs to that split.
  */
 const DEFAULT_BACKGROUND_WEIGHTS: Record<BackgroundPattern, number> = { plain: 0.4, stripes: 0.15, checker: 0.15, gradient: 0.15, noise: 0.15 };
+const DEFAULT_SIZE_WEIGHTS: Record<SizeName, number> = { small: 1, medium: 1, large: 1 };
 
 export const syntheticConfigSchema = z.strictObject({
   format: z.literal('synthetic'),
@@ -60,6 +61,10 @@ export const syntheticConfigSchema = z.strictObject({
     })
     .default(DEFAULT_BACKGROUND_WEIGHTS)
     .describe('relative frequency of each pattern of a background the caption mentions (an unmentioned one is plain)'),
+  sizeWeights: z
+    .strictObject({ small: z.number().min(0), medium: z.number().min(0), large: z.number().min(0) })
+    .default(DEFAULT_SIZE_WEIGHTS)
+    .describe('relative frequency of each size of a shape-category object (equal weights: the default world)'),
 });
 export type SyntheticConfig = z.input<typeof syntheticConfigSchema>;
 export type SyntheticSplit = 'train' | 'validation';
@@ -102,13 +107,24 @@ export function positionOf(x: number, y: number, size: number): PositionName {
 }
 
 const pick = <T>(rng: Rng, xs: readonly T[]): T => xs[rng.nextInt(xs.length)]!;
+
+/** One of `xs` with probability ∝ its weight (one `nextDouble`); `fallback` if rounding runs past the last one. */
+function pickWeighted<T extends string>(rng: Rng, xs: readonly T[], weights: Record<T, number>, fallback: T): T {
+  let u = rng.nextDouble() * xs.reduce((a, x) => a + weights[x], 0);
+  for (const x of xs) {
+    u -= weights[x];
+    if (u < 0 && weights[x] > 0) return x;
+  }
+  return fallback;
+}
 const uniform = (rng: Rng, lo: number, hi: number): number => lo + (hi - lo) * rng.nextDouble();
 const clamp = (v: number, lo: number, hi: number): number => Math.max(lo, Math.min(hi, v));
 
-function shapeScene(rng: Rng, S: number): { objects: SceneObject[]; mentioned: AttributeName[] } {
+function shapeScene(rng: Rng, S: number, sizeWeights: Record<SizeName, number>): { objects: SceneObject[]; mentioned: AttributeName[] } {
   const kind = pick(rng, SHAPES);
   const color = pick(rng, COLOR_NAMES);
-  const size = pick(rng, SIZES);
+  // equal weights (the default world) keep the uniform draw, so the default world's samples never change
+  const size = SIZES.every((k) => sizeWeights[k] === sizeWeights.small) ? pick(rng, SIZES) : pickWeighted(rng, SIZES, sizeWeights, 'large');
   const cell = rng.nextInt(9);
   const r = SIZE_RADIUS[size] * S;
   const fx = [0.2, 0.5, 0.8][cell % 3]!;
@@ -187,15 +203,7 @@ function background(rng: Rng, objects: SceneObject[], mention: boolean, patternW
     const color = (['black', 'white', 'gray'] as const).find((c) => objColors.every((o) => rgbDistance(o, colorRgb(c)) >= BG_CONTRAST))!;
     return { pattern: 'plain', color };
   }
-  let u = rng.nextDouble() * BACKGROUND_PATTERNS.reduce((a, p) => a + patternWeights[p], 0);
-  let pattern: BackgroundPattern = 'plain';
-  for (const p of BACKGROUND_PATTERNS) {
-    u -= patternWeights[p];
-    if (u < 0 && patternWeights[p] > 0) {
-      pattern = p;
-      break;
-    }
-  }
+  const pattern = pickWeighted(rng, BACKGROUND_PATTERNS, patternWeights, 'plain');
   const usable = COLOR_NAMES.filter((c) => objColors.every((o) => rgbDistance(o, colorRgb(c)) >= BG_CONTRAST && (pattern === 'plain' || rgbDistance(o, variantRgb(c)) >= BG_CONTRAST - 20)));
   if (usable.length === 0) return undefined;
   const color = pick(rng, usable);
@@ -212,20 +220,12 @@ export function sampleScene(
   imageSize: number,
   weights: Record<PromptCategory, number>,
   patternWeights: Record<BackgroundPattern, number> = DEFAULT_BACKGROUND_WEIGHTS,
+  sizeWeights: Record<SizeName, number> = DEFAULT_SIZE_WEIGHTS,
 ): { caption: string; attributes: SyntheticAttributes } {
-  const total = CATEGORIES.reduce((s, c) => s + weights[c], 0);
-  let u = rng.nextDouble() * total;
-  let category: PromptCategory = CATEGORIES[CATEGORIES.length - 1]!;
-  for (const c of CATEGORIES) {
-    u -= weights[c];
-    if (u < 0 && weights[c] > 0) {
-      category = c;
-      break;
-    }
-  }
+  const category = pickWeighted(rng, CATEGORIES, weights, CATEGORIES[CATEGORIES.length - 1]!);
   const S = imageSize;
   const scene =
-    category === 'shape' ? shapeScene(rng, S) : category === 'count' ? countScene(rng, S) : category === 'relation' ? relationScene(rng, S) : textScene(rng, S);
+    category === 'shape' ? shapeScene(rng, S, sizeWeights) : category === 'count' ? countScene(rng, S) : category === 'relation' ? relationScene(rng, S) : textScene(rng, S);
   const mention = rng.nextDouble() < (category === 'shape' ? 0.4 : 0.3);
   let bg = background(rng, scene.objects, mention, patternWeights);
   const mentioned = [...scene.mentioned];
@@ -252,14 +252,16 @@ export class SyntheticWorld {
     if (CATEGORIES.every((c) => w[c] === 0)) throw new ConfigError('at least one category weight must be positive', { field: 'categoryWeights', found: w });
     const b = this.config.backgroundWeights;
     if (BACKGROUND_PATTERNS.every((p) => b[p] === 0)) throw new ConfigError('at least one background weight must be positive', { field: 'backgroundWeights', found: b });
+    const sw = this.config.sizeWeights;
+    if (SIZES.every((k) => sw[k] === 0)) throw new ConfigError('at least one size weight must be positive', { field: 'sizeWeights', found: sw });
   }
 
   /** Caption and attributes of sample `index` of `split` (cheap: no rendering). */
   prompt(split: SyntheticSplit, index: number): SyntheticPrompt {
-    const { seed, imageSize, categoryWeights, backgroundWeights, validationFraction } = this.config;
+    const { seed, imageSize, categoryWeights, backgroundWeights, sizeWeights, validationFraction } = this.config;
     if (!Number.isInteger(index) || index < 0) throw new ConfigError('sample index must be a non-negative integer', { field: 'index', found: index });
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const s = sampleScene(Rng.forKey(seed, 'synthetic', index, attempt), imageSize, categoryWeights, backgroundWeights);
+      const s = sampleScene(Rng.forKey(seed, 'synthetic', index, attempt), imageSize, categoryWeights, backgroundWeights, sizeWeights);
       if (splitOfPrompt(s.caption, validationFraction) === split) return { id: `synthetic/${split}/${index}`, ...s };
     }
     throw new ConfigError('no prompt of this split found; validationFraction too extreme', { field: 'validationFraction', found: validationFraction });
