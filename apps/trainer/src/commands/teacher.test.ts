@@ -7,7 +7,7 @@ import { DDIMScheduler, readSchedulerConfigFile, runProgram } from '@aptp/core';
 import { HashedTextConditioner, loadUNet } from '@aptp/unet-gating';
 import { trainerProgram } from '../program';
 import { readMetrics } from '../runDir';
-import { checkWorld, DEFAULT_TEACHER_UNET, teacherSchema } from '../stages/teacher';
+import { checkWorld, checkWorldConfig, DEFAULT_TEACHER_UNET, teacherSchema } from '../stages/teacher';
 import { TINY_TEACHER_UNET } from '../steps/__fixtures__/tinyTeacher';
 
 function sink(): { stream: Writable; text: () => string } {
@@ -94,6 +94,12 @@ describe('aptp-trainer teacher', () => {
     const check = checkWorld(teacherSchema.parse({ dataset: { imageSize: 16, ...mix } }).dataset)!;
     const plain = checkWorld(defaults)!;
     for (let i = 0; i < 20; i++) expect(check.prompt('validation', i)).toEqual(plain.prompt('validation', i));
+    // the same for a `format: synthetic` data set (teacher-check reads a teacher's world this way)
+    const loaderWorld = teacherSchema.parse({ dataset: { format: 'synthetic', imageSize: 16, ...mix }, loader: { transform: 'synthetic' } }).dataset;
+    expect(loaderWorld).toMatchObject(mix);
+    expect(checkWorldConfig(loaderWorld)).toMatchObject({ format: 'synthetic', imageSize: 16 });
+    expect(checkWorldConfig(loaderWorld)).not.toHaveProperty('categoryWeights');
+    expect(checkWorldConfig(loaderWorld)).not.toHaveProperty('sizeWeights');
   });
 
   it('a 2-step run writes a loadable model folder (UNet, scheduler, conditioner, metrics, provenance)', async () => {

@@ -21,6 +21,7 @@ import {
   type PromptSwapRow,
   type SwapAttribute,
 } from '../stages/teacherCheck';
+import { checkWorldConfig } from '../stages/teacher';
 import { EVALUATOR_ASSET_DIR } from './evaluator';
 
 const num = () => z.coerce.number();
@@ -77,7 +78,7 @@ export const teacherCheckCommand: Command<typeof teacherCheckSchema> = {
       }
     }
     const size = parts.unet.config.sampleSize;
-    // the world the teacher was trained on (its provenance.json), at the teacher's size, with this seed
+    // the world the teacher was trained on (its provenance.json) without its training mix, at the teacher's size, with this seed
     const world = new SyntheticWorld({ ...trainingWorld(args.teacher), seed: args.seed, imageSize: typeof size === 'number' ? size : 32 });
     let rows;
     const swapRows: PromptSwapRow[] = [];
@@ -119,14 +120,11 @@ export const teacherCheckCommand: Command<typeof teacherCheckSchema> = {
   },
 };
 
-/** Category and background weights of the synthetic world in a teacher folder's provenance.json (defaults otherwise). */
+/** The check world of a teacher folder (`checkWorldConfig` of its provenance.json's data set; the default world otherwise). */
 function trainingWorld(teacherDir: string): Partial<SyntheticConfig> {
   const file = path.join(teacherDir, 'provenance.json');
   if (!fs.existsSync(file)) return {};
-  const dataset = ((JSON.parse(fs.readFileSync(file, 'utf8')) as { config?: { dataset?: Record<string, unknown> } }).config?.dataset ?? {}) as Partial<SyntheticConfig>;
-  if (dataset.format !== undefined && dataset.format !== 'synthetic') return {};
-  return {
-    ...(dataset.categoryWeights ? { categoryWeights: dataset.categoryWeights } : {}),
-    ...(dataset.backgroundWeights ? { backgroundWeights: dataset.backgroundWeights } : {}),
-  };
+  const dataset = (JSON.parse(fs.readFileSync(file, 'utf8')) as { config?: { dataset?: Record<string, unknown> } }).config?.dataset ?? {};
+  const { seed: _seed, imageSize: _size, ...world } = checkWorldConfig(dataset as Parameters<typeof checkWorldConfig>[0]) ?? {};
+  return world;
 }

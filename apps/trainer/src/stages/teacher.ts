@@ -21,6 +21,7 @@ import {
   syntheticConfigSchema,
   type ResolvedDatasetConfig,
   type SkipReport,
+  type SyntheticConfig,
 } from '@aptp/datasets';
 import { HashedTextConditioner, UNET_FILES, parseUNetConfig, type UNetConfig } from '@aptp/unet-gating';
 import { createAdamW } from '../optim/config';
@@ -261,14 +262,21 @@ export interface TeacherRunResult {
 }
 
 /**
- * The synthetic world of the caption-reliance check: the training world (built in, or a `format: synthetic` config)
- * with the default category and size mix, so the check reads the prompts the demo evaluates whatever the training mix.
+ * The synthetic world a teacher is checked on: its training world (built in, or a `format: synthetic` config) without
+ * the training mix (category and size weights), so the checks read the prompts the demo evaluates whatever the mix;
+ * `null` for other data sets.
  */
-export function checkWorld(dataset: SyntheticWorldConfig | ResolvedDatasetConfig): SyntheticWorld | null {
+export function checkWorldConfig(dataset: SyntheticWorldConfig | ResolvedDatasetConfig): Partial<SyntheticConfig> | null {
   if (!isSyntheticWorldConfig(dataset) && dataset.format !== 'synthetic') return null;
   // the split and row count of a `format: synthetic` config do not change its prompts
   const { categoryWeights: _c, sizeWeights: _s, ...world } = dataset;
-  return new SyntheticWorld(world);
+  return world;
+}
+
+/** The world of the caption-reliance check (`checkWorldConfig`). */
+export function checkWorld(dataset: SyntheticWorldConfig | ResolvedDatasetConfig): SyntheticWorld | null {
+  const config = checkWorldConfig(dataset);
+  return config ? new SyntheticWorld(config) : null;
 }
 
 /** Trains (or continues) the teacher in `run` and writes the model folder. */
