@@ -79,7 +79,7 @@ export const teacherCheckCommand: Command<typeof teacherCheckSchema> = {
     }
     const size = parts.unet.config.sampleSize;
     // the world the teacher was trained on (its provenance.json) without its training mix, at the teacher's size, with this seed
-    const world = new SyntheticWorld({ ...trainingWorld(args.teacher), seed: args.seed, imageSize: typeof size === 'number' ? size : 32 });
+    const world = new SyntheticWorld({ ...checkWorldOf(args.teacher), seed: args.seed, imageSize: typeof size === 'number' ? size : 32 });
     let rows;
     const swapRows: PromptSwapRow[] = [];
     try {
@@ -121,7 +121,7 @@ export const teacherCheckCommand: Command<typeof teacherCheckSchema> = {
 };
 
 /** The check world of a teacher folder (`checkWorldConfig` of its provenance.json's data set; the default world otherwise). */
-function trainingWorld(teacherDir: string): Partial<SyntheticConfig> {
+function checkWorldOf(teacherDir: string): Partial<SyntheticConfig> {
   const file = path.join(teacherDir, 'provenance.json');
   if (!fs.existsSync(file)) return {};
   const dataset = (JSON.parse(fs.readFileSync(file, 'utf8')) as { config?: { dataset?: Record<string, unknown> } }).config?.dataset ?? {};
