@@ -206,7 +206,8 @@ export function saveCheckpoint(root: string, content: CheckpointContent, options
   return finalDir;
 }
 
-function sha256File(file: string): string {
+/** The sha256 of a file's bytes, hex. */
+export function sha256File(file: string): string {
   const hash = crypto.createHash('sha256');
   const fd = fs.openSync(file, 'r');
   try {

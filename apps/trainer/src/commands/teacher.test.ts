@@ -9,6 +9,7 @@ import { trainerProgram } from '../program';
 import { readMetrics } from '../runDir';
 import { checkWorld, checkWorldConfig, DEFAULT_TEACHER_UNET, teacherSchema } from '../stages/teacher';
 import { TINY_TEACHER_UNET } from '../steps/__fixtures__/tinyTeacher';
+import { teacherBatch } from '../steps/teacherStep';
 
 function sink(): { stream: Writable; text: () => string } {
   let buf = '';
@@ -131,6 +132,49 @@ describe('aptp-trainer teacher', () => {
     expect(prov.captionReliance.meanSquaredError.every((r: { true: number; wrong: number }) => r.true > 0 && r.wrong > 0)).toBe(true);
     expect(readMetrics(path.join(exportDir, 'metrics.jsonl')).map((m) => m.step)).toEqual([1, 2]);
     expect(JSON.parse(fs.readFileSync(path.join(exportDir, 'unet/config.json'), 'utf8'))).toMatchObject({ _class_name: 'UNet2DConditionModel', block_out_channels: [8, 16] });
+  });
+
+  it('--init starts from a teacher folder\'s weights (checked against this run\'s UNet and conditioner)', async () => {
+    const cfg = writeConfig('tiny-init.json', TINY);
+    const base = path.join(root, 'init-base');
+    expect((await cli(['teacher', '--config', cfg, '--steps', '2', '--out', path.join(root, 'init-base-run'), '--export', base])).code).toBe(0);
+    // an lr far below float16 resolution: the exported (EMA) weights are the init weights, byte for byte
+    const phase = path.join(root, 'init-phase');
+    const r = await cli(['teacher', '--config', cfg, '--init', base, '--steps', '1', '--learning-rate', '1e-12', '--out', path.join(root, 'init-phase-run'), '--export', phase]);
+    expect(r.err).not.toMatch(/Error/);
+    expect(r.code).toBe(0);
+    const weights = (dir: string) => fs.readFileSync(path.join(dir, 'unet/diffusion_pytorch_model.safetensors'));
+    expect(weights(phase).equals(weights(base))).toBe(true);
+    const fresh = path.join(root, 'init-fresh');
+    expect((await cli(['teacher', '--config', cfg, '--steps', '1', '--learning-rate', '1e-12', '--out', path.join(root, 'init-fresh-run'), '--export', fresh])).code).toBe(0);
+    expect(weights(fresh).equals(weights(base))).toBe(false);
+    const prov = JSON.parse(fs.readFileSync(path.join(phase, 'provenance.json'), 'utf8'));
+    expect(prov.init).toEqual({ dir: base, sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    expect(prov.config.init).toBe(base);
+    expect(JSON.parse(fs.readFileSync(path.join(fresh, 'provenance.json'), 'utf8'))).not.toHaveProperty('init');
+    // errors name `init` and what differs; no run folder is left behind
+    const other = await cli(['teacher', '--config', writeConfig('init-other.json', { ...TINY, conditioning: { sequenceLength: 10 } }), '--init', base, '--steps', '1', '--out', path.join(root, 'init-bad')]);
+    expect(other.code).toBe(2);
+    expect(other.err).toMatch(/init.*sequenceLength 10.*found 8/s);
+    const missing = await cli(['teacher', '--config', cfg, '--init', path.join(root, 'nowhere'), '--steps', '1', '--out', path.join(root, 'init-bad')]);
+    expect(missing.code).toBe(2);
+    expect(missing.err).toMatch(/nowhere\/unet\/config\.json: init: not a teacher model folder/);
+    expect(fs.existsSync(path.join(root, 'init-bad'))).toBe(false);
+  });
+
+  it('dataset.firstRow shifts the train rows a run reads (absent = 0) and is not part of the checked world', () => {
+    const world = checkWorld(teacherSchema.parse({}).dataset)!;
+    const o = { seed: 3, batchSize: 2, captionDropout: 0.1, numTrainTimesteps: 1000 };
+    const [later, shifted] = [teacherBatch(world, o, 1), teacherBatch(world, o, 0, 2)];
+    expect(shifted.rows).toEqual([2, 3]);
+    expect(shifted.rows).toEqual(later.rows);
+    expect(shifted.prompts).toEqual(later.prompts);
+    expect(shifted.x0.dataSync()).toEqual(later.x0.dataSync());
+    tf.dispose([later.x0, later.noise, shifted.x0, shifted.noise]);
+    const parsed = teacherSchema.parse({ dataset: { imageSize: 16, firstRow: 86400 } }).dataset;
+    expect(parsed).toMatchObject({ firstRow: 86400 });
+    expect(checkWorldConfig(parsed)).not.toHaveProperty('firstRow');
+    expect(() => teacherSchema.parse({ dataset: { firstRow: -1 } })).toThrow(/firstRow/);
   });
 
   it('2 steps + --resume to 4 gives the same losses and the same exported weights as 4 straight steps', async () => {

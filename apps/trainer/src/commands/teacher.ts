@@ -2,7 +2,7 @@ import { Command, ProgressBar, describeBackend, initBackend } from '@aptp/core';
 import { formatSkipReport } from '@aptp/datasets';
 import { startRun } from '../loop/startRun';
 import { formatSummary } from '../loop/runTraining';
-import { runTeacher, teacherModel, teacherRunConfig, teacherSchema } from '../stages/teacher';
+import { checkTeacherInit, runTeacher, teacherModel, teacherRunConfig, teacherSchema } from '../stages/teacher';
 
 /**
  * `aptp-trainer teacher`: trains a text-conditioned teacher UNet (issue 7 item 1) on any data set (default: the
@@ -16,7 +16,7 @@ export const teacherCommand: Command<typeof teacherSchema> = {
   summary: 'train the text-conditioned teacher UNet (pixel space; synthetic world or any data set) and write its model folder',
   schema: teacherSchema,
   async run(args, ctx) {
-    teacherModel(args); // validate the model config before touching the disk
+    checkTeacherInit(args, teacherModel(args)); // validate the model config (and the init folder's) before touching the disk
     const choice = await initBackend({ backend: args.backend });
     ctx.err.write(`${describeBackend(choice)}\n`);
     const { run, checkpoint, notes } = startRun({ name: 'teacher', out: args.out, resume: args.resume || undefined, config: teacherRunConfig(args) });

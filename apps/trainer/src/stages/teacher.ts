@@ -6,6 +6,7 @@ import {
   ConfigError,
   DDPMScheduler,
   ShapeError,
+  readSafetensors,
   resolveSchedulerConfig,
   schedulerConfigToJson,
   writeJsonAtomic,
@@ -23,11 +24,11 @@ import {
   type SkipReport,
   type SyntheticConfig,
 } from '@aptp/datasets';
-import { HashedTextConditioner, UNET_FILES, parseUNetConfig, type UNetConfig } from '@aptp/unet-gating';
+import { HashedTextConditioner, UNET_FILES, parseUNetConfig, readUNetConfig, type UNetConfig } from '@aptp/unet-gating';
 import { createAdamW } from '../optim/config';
 import { LR_SCHEDULERS } from '../optim/lrSchedule';
 import { readMetrics, type RunDir } from '../runDir';
-import type { LoadedCheckpoint } from '../checkpoint';
+import { sha256File, type LoadedCheckpoint } from '../checkpoint';
 import { runTraining, type TrainingProgress, type TrainingSummary } from '../loop/runTraining';
 import { variableTarget } from '../loop/trainingTarget';
 import { createTrainableUNet, initUNetWeights } from '../steps/trainableUNet';
@@ -112,6 +113,7 @@ const syntheticWorldSchema = z.strictObject({
   // training mix only (absent = the world's defaults, as the demo and the checks see it)
   categoryWeights: syntheticConfigSchema.shape.categoryWeights.unwrap().optional().describe('relative frequency of each prompt category in training'),
   sizeWeights: syntheticConfigSchema.shape.sizeWeights.unwrap().optional().describe('relative frequency of each shape size in training'),
+  firstRow: z.number().int().min(0).optional().describe('first train row (absent = 0): step k reads rows firstRow + k·B …, so a later training phase reads rows an earlier one did not'),
 });
 type SyntheticWorldConfig = z.output<typeof syntheticWorldSchema> & { format?: undefined };
 
@@ -149,6 +151,10 @@ export const teacherSchema = z.strictObject({
   out: z.string().optional().describe('run folder (default runs/teacher-<time>); with --resume, the run to continue'),
   resume: z.boolean().default(false).describe('continue the run in --out from its latest checkpoint'),
   export: z.string().optional().describe('folder to write the trained teacher into (default <run folder>/teacher)'),
+  init: z
+    .string()
+    .optional()
+    .describe('teacher model folder to start from (its exported weights; optimizer, EMA and lr schedule start afresh); its unet and conditioning configs must equal this run\'s'),
   seed: num().pipe(z.number().int().min(0)).default(0).describe('seed of the weight init, noise, timesteps and caption dropout'),
   steps: num().pipe(z.number().int().min(1)).default(2700).describe('optimizer steps (each on new samples)'),
   batchSize: num().pipe(z.number().int().min(1)).default(32).describe('samples per step (split across the worker threads)'),
@@ -270,7 +276,53 @@ export function checkWorldConfig(dataset: SyntheticWorldConfig | ResolvedDataset
   if (!isSyntheticWorldConfig(dataset) && dataset.format !== 'synthetic') return null;
   // the split and row count of a `format: synthetic` config do not change its prompts
   const { categoryWeights: _c, sizeWeights: _s, ...world } = dataset;
-  return world;
+  return withoutFirstRow(world);
+}
+
+/** A world config without the teacher's `firstRow` (which rows a run reads, not what the world is). */
+function withoutFirstRow<T extends object>(world: T): Omit<T, 'firstRow'> {
+  const { firstRow: _f, ...rest } = world as T & { firstRow?: number };
+  return rest;
+}
+
+/**
+ * Checks the teacher folder `init` (if set) against this run's model: its UNet and conditioner configs must equal the
+ * run's (errors name `init`, the file and the differing field). Returns its weights file, or `null` without `init`.
+ */
+export function checkTeacherInit(args: TeacherArgs, model: TeacherModel): string | null {
+  if (args.init === undefined) return null;
+  const dir = args.init;
+  const configFile = path.join(dir, TEACHER_FILES.unetDir, UNET_FILES.config);
+  if (!fs.existsSync(configFile)) {
+    throw new ConfigError('not a teacher model folder', { field: 'init', file: configFile, expected: 'a folder written by `aptp-trainer teacher` (unet/, conditioning/)', found: 'missing' });
+  }
+  const sameFields = <T extends object>(ours: T, theirs: T, file: string, what: string) => {
+    for (const key of Object.keys(ours) as (keyof T & string)[]) {
+      const [a, b] = [JSON.stringify(theirs[key]), JSON.stringify(ours[key])];
+      if (a !== b) throw new ConfigError(`the init teacher has another ${what}`, { field: 'init', file, expected: `${key} ${b} (this run's)`, found: a });
+    }
+  };
+  sameFields(model.unetConfig, readUNetConfig(configFile), configFile, 'UNet');
+  sameFields(model.conditioner.config, HashedTextConditioner.load(dir).config, path.join(dir, 'conditioning', 'config.json'), 'text conditioner');
+  return path.join(dir, TEACHER_FILES.unetDir, UNET_FILES.weights);
+}
+
+/**
+ * The weights a run starts from: the torch-style init of `seed`, or the exported weights of the teacher folder `init`
+ * (`checkTeacherInit`; every weight of the model must be there with its shape). `init` is `null` for a fresh init.
+ */
+export function teacherStartWeights(args: TeacherArgs, model: TeacherModel): { weights: Map<string, HostTensor>; init: { dir: string; sha256: string } | null } {
+  const fresh = initUNetWeights(model.unetConfig, args.seed, { zeroOut: true });
+  const weightsFile = checkTeacherInit(args, model);
+  if (weightsFile === null) return { weights: fresh, init: null };
+  const weights = readSafetensors(weightsFile);
+  for (const [key, t] of fresh) {
+    const w = weights.get(key);
+    if (!w || w.shape.join('×') !== t.shape.join('×')) {
+      throw new ShapeError("the init teacher's weights do not fit its config", { field: 'init', file: weightsFile, expected: `${key} [${t.shape.join(', ')}]`, found: w ? `[${w.shape.join(', ')}]` : 'missing' });
+    }
+  }
+  return { weights, init: { dir: args.init!, sha256: sha256File(weightsFile) } };
 }
 
 /** The world of the caption-reliance check (`checkWorldConfig`). */
@@ -284,10 +336,11 @@ export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRun
   const { args, run } = options;
   const model = teacherModel(args);
   const dataset = args.dataset;
-  const world = isSyntheticWorldConfig(dataset) ? new SyntheticWorld(dataset) : null; // trained on row by row, with its training mix
+  const world = isSyntheticWorldConfig(dataset) ? new SyntheticWorld(withoutFirstRow(dataset)) : null; // trained on row by row, with its training mix
+  const firstRow = isSyntheticWorldConfig(dataset) ? (dataset.firstRow ?? 0) : 0;
   const data: TrainingData | null = world ? null : await openTrainingData(dataset, teacherLoader(args), { batchSize: args.batchSize });
-  const init = initUNetWeights(model.unetConfig, args.seed, { zeroOut: true });
-  const trainable = createTrainableUNet(model.unetConfig, init, 'teacher');
+  const start = teacherStartWeights(args, model);
+  const trainable = createTrainableUNet(model.unetConfig, start.weights, 'teacher');
   const params = trainable.params;
   const ema: Record<string, tf.Variable> | null =
     args.emaDecay > 0 ? Object.fromEntries(Object.entries(params).map(([k, v]) => [k, tf.variable(v.clone(), false, `${v.name}/ema`)])) : null;
@@ -324,7 +377,7 @@ export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRun
     const m = await stepOn(teacherBatchOf({ pixels: b.pixels, shape: b.shape, captions: b.captions, rows: b.ids.map((id) => dataRowKey(b.epoch, id)) }, batchOptions), k);
     return { ...m, numTensors: tf.memory().numTensors, epoch: b.epoch, skippedImages: d.skips().total };
   };
-  const worldStep = async (w: SyntheticWorld, k: number) => ({ ...(await stepOn(teacherBatch(w, batchOptions, k), k)), numTensors: tf.memory().numTensors });
+  const worldStep = async (w: SyntheticWorld, k: number) => ({ ...(await stepOn(teacherBatch(w, batchOptions, k, firstRow), k)), numTensors: tf.memory().numTensors });
   try {
     if (args.workers > 1) {
       const init = replicaInit(stepCtx, args.unet, options.backendName ?? tf.getBackend());
@@ -358,6 +411,7 @@ export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRun
         command: options.command ?? null,
         backend: options.backendName ?? tf.getBackend(),
         workers: args.workers,
+        ...(start.init ? { init: start.init } : {}),
         status: summary.status,
         stepsDone: summary.endStep,
         stepsPlanned: args.steps,

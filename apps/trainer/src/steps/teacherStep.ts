@@ -87,10 +87,10 @@ export function rgbImagesToNchw(images: readonly RgbImage[]): { pixels: Float32A
   return { pixels, shape: [images.length, 3, H, W] };
 }
 
-/** The batch of step k of the synthetic world (steps 1–2). Pure function of (world, options, k). */
-export function teacherBatch(world: SyntheticWorld, options: TeacherBatchOptions, k: number): TeacherBatch {
+/** The batch of step k of the synthetic world (steps 1–2): train rows firstRow + k·B …. Pure function of its arguments. */
+export function teacherBatch(world: SyntheticWorld, options: TeacherBatchOptions, k: number, firstRow = 0): TeacherBatch {
   const B = options.batchSize;
-  const rows = Array.from({ length: B }, (_, b) => k * B + b);
+  const rows = Array.from({ length: B }, (_, b) => firstRow + k * B + b);
   const samples = rows.map((row) => world.sample('train', row));
   return teacherBatchOf({ ...rgbImagesToNchw(samples.map((s) => s.image)), captions: samples.map((s) => s.caption), rows }, options);
 }
