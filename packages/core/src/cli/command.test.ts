@@ -35,6 +35,18 @@ describe('CLI plumbing', () => {
     expect(parseCommandArgs(cmd, ['--config', cfg, '--steps', '5', '--learning-rate', '0.1', '--quick'])).toMatchObject({ steps: 5, learningRate: 0.1, quick: true, mode: 'none' });
   });
 
+  it('a nullable option takes the flag value `null`; elsewhere `null` is just a string', () => {
+    const nullable = z.strictObject({
+      gamma: z.coerce.number().positive().nullable().default(5).describe('min-SNR γ; null = off'),
+      name: z.string().default('x').describe('a name'),
+    });
+    const c: Command<typeof nullable> = { name: 'n', summary: 'n', schema: nullable, run: async () => 0 };
+    expect(parseCommandArgs(c, [])).toEqual({ gamma: 5, name: 'x' });
+    expect(parseCommandArgs(c, ['--gamma', 'null'])).toEqual({ gamma: null, name: 'x' });
+    expect(parseCommandArgs(c, ['--gamma', '2.5', '--name', 'null'])).toEqual({ gamma: 2.5, name: 'null' });
+    expect(() => parseCommandArgs(c, ['--gamma', 'nil'])).toThrow(/--gamma/);
+  });
+
   it('names the bad flag or config key', () => {
     const dir = tempDir();
     const cfg = path.join(dir, 'c.json');

@@ -47,17 +47,21 @@ interface FieldInfo {
   defaultValue: unknown;
   options?: readonly unknown[];
   optional: boolean;
+  /** The field takes `null` (a flag value `null` means it). */
+  nullable: boolean;
 }
 
 function fieldInfo(key: string, field: z.ZodType): FieldInfo {
   let t = field as z.ZodType & { def: Record<string, unknown> };
   let defaultValue: unknown;
   let optional = false;
+  let nullable = false;
   const description = field.description ?? '';
   for (;;) {
     const def = t.def as { type: string; innerType?: z.ZodType; in?: z.ZodType; defaultValue?: unknown };
     if (def.type === 'default') defaultValue = def.defaultValue;
     if (def.type === 'optional' || def.type === 'default') optional = true;
+    if (def.type === 'nullable') nullable = true;
     const inner = def.type === 'default' || def.type === 'optional' || def.type === 'nullable' || def.type === 'prefault' ? def.innerType : def.type === 'pipe' ? def.in : undefined;
     if (!inner) break;
     t = inner as typeof t;
@@ -71,6 +75,7 @@ function fieldInfo(key: string, field: z.ZodType): FieldInfo {
     defaultValue,
     options: def.type === 'enum' && def.entries ? Object.values(def.entries) : undefined,
     optional,
+    nullable,
   };
 }
 
@@ -139,7 +144,7 @@ export function parseCommandArgs<S extends z.ZodObject>(command: Command<S>, arg
   const fromFlags: Record<string, unknown> = {};
   for (const f of fields) {
     const v = parsed.values[kebab(f.key)];
-    if (v !== undefined) fromFlags[f.key] = v;
+    if (v !== undefined) fromFlags[f.key] = f.nullable && v === 'null' ? null : v;
   }
   const merged = { ...fromFile, ...fromFlags };
   const result = command.schema.safeParse(merged);
