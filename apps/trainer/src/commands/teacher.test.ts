@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import * as tf from '@tensorflow/tfjs-core';
-import { DDIMScheduler, readSchedulerConfigFile, runProgram } from '@aptp/core';
+import { DDIMScheduler, readSafetensors, readSchedulerConfigFile, runProgram, writeSafetensors } from '@aptp/core';
 import { HashedTextConditioner, loadUNet } from '@aptp/unet-gating';
 import { trainerProgram } from '../program';
 import { readMetrics } from '../runDir';
@@ -160,6 +160,15 @@ describe('aptp-trainer teacher', () => {
     expect(missing.code).toBe(2);
     expect(missing.err).toMatch(/nowhere\/unet\/config\.json: init: not a teacher model folder/);
     expect(fs.existsSync(path.join(root, 'init-bad'))).toBe(false);
+    // a weights file that does not fit its config: the UNet builder names the file and the tensor
+    const broken = path.join(root, 'init-broken');
+    fs.cpSync(base, broken, { recursive: true });
+    const file = path.join(broken, 'unet/diffusion_pytorch_model.safetensors');
+    const kept = [...readSafetensors(file)].filter(([k]) => k !== 'conv_out.bias');
+    writeSafetensors(file, Object.fromEntries(kept));
+    const torn = await cli(['teacher', '--config', cfg, '--init', broken, '--steps', '1', '--out', path.join(root, 'init-torn')]);
+    expect(torn.code).not.toBe(0);
+    expect(torn.err).toMatch(/init-broken\/unet\/diffusion_pytorch_model\.safetensors: conv_out\.bias: missing weight/);
   });
 
   it('dataset.firstRow shifts the train rows a run reads (absent = 0) and is not part of the checked world', () => {

@@ -24,7 +24,7 @@ import {
   type SkipReport,
   type SyntheticConfig,
 } from '@aptp/datasets';
-import { HashedTextConditioner, UNET_FILES, parseUNetConfig, readUNetConfig, type UNetConfig } from '@aptp/unet-gating';
+import { CONDITIONING_FILES, HashedTextConditioner, UNET_FILES, parseUNetConfig, readUNetConfig, type UNetConfig } from '@aptp/unet-gating';
 import { createAdamW } from '../optim/config';
 import { LR_SCHEDULERS } from '../optim/lrSchedule';
 import { readMetrics, type RunDir } from '../runDir';
@@ -303,26 +303,18 @@ export function checkTeacherInit(args: TeacherArgs, model: TeacherModel): string
     }
   };
   sameFields(model.unetConfig, readUNetConfig(configFile), configFile, 'UNet');
-  sameFields(model.conditioner.config, HashedTextConditioner.load(dir).config, path.join(dir, 'conditioning', 'config.json'), 'text conditioner');
+  sameFields(model.conditioner.config, HashedTextConditioner.load(dir).config, path.join(dir, CONDITIONING_FILES.dir, CONDITIONING_FILES.config), 'text conditioner');
   return path.join(dir, TEACHER_FILES.unetDir, UNET_FILES.weights);
 }
 
 /**
  * The weights a run starts from: the torch-style init of `seed`, or the exported weights of the teacher folder `init`
- * (`checkTeacherInit`; every weight of the model must be there with its shape). `init` is `null` for a fresh init.
+ * (`checkTeacherInit`; building the UNet checks each tensor). `init` is `null` for a fresh init.
  */
-export function teacherStartWeights(args: TeacherArgs, model: TeacherModel): { weights: Map<string, HostTensor>; init: { dir: string; sha256: string } | null } {
-  const fresh = initUNetWeights(model.unetConfig, args.seed, { zeroOut: true });
+export function teacherStartWeights(args: TeacherArgs, model: TeacherModel): { weights: Map<string, HostTensor>; source?: string; init: { dir: string; sha256: string } | null } {
   const weightsFile = checkTeacherInit(args, model);
-  if (weightsFile === null) return { weights: fresh, init: null };
-  const weights = readSafetensors(weightsFile);
-  for (const [key, t] of fresh) {
-    const w = weights.get(key);
-    if (!w || w.shape.join('×') !== t.shape.join('×')) {
-      throw new ShapeError("the init teacher's weights do not fit its config", { field: 'init', file: weightsFile, expected: `${key} [${t.shape.join(', ')}]`, found: w ? `[${w.shape.join(', ')}]` : 'missing' });
-    }
-  }
-  return { weights, init: { dir: args.init!, sha256: sha256File(weightsFile) } };
+  if (weightsFile === null) return { weights: initUNetWeights(model.unetConfig, args.seed, { zeroOut: true }), init: null };
+  return { weights: readSafetensors(weightsFile), source: weightsFile, init: { dir: args.init!, sha256: sha256File(weightsFile) } };
 }
 
 /** The world of the caption-reliance check (`checkWorldConfig`). */
@@ -340,7 +332,7 @@ export async function runTeacher(options: TeacherRunOptions): Promise<TeacherRun
   const firstRow = isSyntheticWorldConfig(dataset) ? (dataset.firstRow ?? 0) : 0;
   const data: TrainingData | null = world ? null : await openTrainingData(dataset, teacherLoader(args), { batchSize: args.batchSize });
   const start = teacherStartWeights(args, model);
-  const trainable = createTrainableUNet(model.unetConfig, start.weights, 'teacher');
+  const trainable = createTrainableUNet(model.unetConfig, start.weights, 'teacher', { source: start.source });
   const params = trainable.params;
   const ema: Record<string, tf.Variable> | null =
     args.emaDecay > 0 ? Object.fromEntries(Object.entries(params).map(([k, v]) => [k, tf.variable(v.clone(), false, `${v.name}/ema`)])) : null;

@@ -60,9 +60,10 @@ function joinParts(parts: HostTensor[]): HostTensor {
 
 /**
  * Builds the model (or, with `pruned`, a physically pruned expert) from diffusers-layout host weights with every weight
- * a trainable variable (names are unique per call, so several models can coexist).
+ * a trainable variable (names are unique per call, so several models can coexist). The builder checks the weights
+ * against the config (a missing, mis-shaped or extra tensor is an error naming it and `source`, the file they came from).
  */
-export function createTrainableUNet(config: UNetConfig, weights: ReadonlyMap<string, HostTensor>, label = 'unet', options: { pruned?: boolean } = {}): TrainableUNet {
+export function createTrainableUNet(config: UNetConfig, weights: ReadonlyMap<string, HostTensor>, label = 'unet', options: { pruned?: boolean; source?: string } = {}): TrainableUNet {
   const params: Record<string, tf.Variable> = {};
   const kinds = new Map<string, Kind>();
   const uid = Math.random().toString(36).slice(2, 8);
@@ -79,7 +80,7 @@ export function createTrainableUNet(config: UNetConfig, weights: ReadonlyMap<str
     vector: (v, k) => wrap(eagerTensorFactory.vector(v, k), k, 'vector'),
   };
   // `pruned`: a physically pruned expert (widths read from the weights), as `loadExpert` builds it
-  const unet = createEagerUNet(config, hostSource(weights), { factory, pruned: options.pruned ?? false });
+  const unet = createEagerUNet(config, hostSource(weights, options.source), { factory, pruned: options.pruned ?? false });
   return {
     unet,
     params,
